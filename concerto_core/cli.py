@@ -1,0 +1,124 @@
+"""Command line: ``concerto pretrain`` and ``concerto embed`` (``concerto <command> --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _modalities(values):
+    """Parse repeated ``--modality name=spec`` options into an ordered dict."""
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        name, sep, spec = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--modality expects name=spec (e.g. rna=X, protein=obsm:protein), got {item!r}")
+        out[name] = spec
+    return out
+
+
+def _read_h5ad(path):
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise SystemExit(f"input file {path} does not exist")
+    if path.suffix != ".h5ad":
+        raise SystemExit(f"input file {path} is not an .h5ad file (AnnData); convert it first")
+    return ad.read_h5ad(path)
+
+
+def _set_threads(n):
+    if n:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import ConcertoConfig
+
+    defaults = ConcertoConfig()
+    p = argparse.ArgumentParser(prog="concerto", description="Concerto single-cell contrastive learning")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pre = sub.add_parser("pretrain", help="contrastive pretraining on an .h5ad; writes a model directory",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pre.add_argument("--input", required=True, help="training cells (.h5ad; X log-normalised, var_names = genes)")
+    pre.add_argument("--output", required=True, help="model directory to write")
+    pre.add_argument("--batch-key", default=None, help="obs column with the source/batch (source-aware BatchNorm)")
+    pre.add_argument("--layer", default=None, help="use adata.layers[LAYER] instead of X for RNA")
+    pre.add_argument("--modality", action="append", metavar="NAME=SPEC",
+                     help="a modality, repeatable: rna=X, rna=layer:NAME, protein=obsm:KEY[:UNS_NAMES_KEY]")
+    pre.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training cells")
+    pre.add_argument("--batch-size", type=int, default=defaults.batch_size, help="cells per mini-batch (paper: 32)")
+    pre.add_argument("--lr", type=float, default=defaults.lr, help="initial Adam learning rate")
+    pre.add_argument("--lr-end", type=float, default=defaults.lr_end, help="learning rate at the end (exponential decay)")
+    pre.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate of the augmentation")
+    pre.add_argument("--temperature", type=float, default=defaults.temperature, help="NT-Xent temperature tau")
+    pre.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim, help="embedding size d")
+    pre.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    pre.add_argument("--checkpoint-dir", default=None, help="save per-epoch checkpoints here and resume from them")
+    pre.add_argument("--authors-code-variant", action="store_true",
+                     help="use the released code's architecture (tanh after pooling, value BatchNorm, 2-layer student, dropout 0.1)")
+    pre.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads (default: all)")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+
+    emb = sub.add_parser("embed", help="embed cells with a trained model; writes an .h5ad with obsm[KEY]",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    emb.add_argument("--model", required=True, help="model directory written by 'concerto pretrain'")
+    emb.add_argument("--input", required=True, help="cells to embed (.h5ad, same gene identifiers as the model)")
+    emb.add_argument("--output", required=True, help="output .h5ad (input plus the embedding)")
+    emb.add_argument("--key-added", default="X_concerto", help="obsm key of the embedding")
+    emb.add_argument("--batch-key", default="__model__", help="obs column with sources (default: the model's key)")
+    emb.add_argument("--student", action="store_true", help="also write the student embedding (KEY_student)")
+    emb.add_argument("--modalities", default=None, help="comma-separated subset of the model's modalities, e.g. rna")
+    emb.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
+                     help="BatchNorm of sources unseen in training: own statistics or training average")
+    emb.add_argument("--min-gene-overlap", type=float, default=0.5, help="refuse queries sharing fewer vocabulary genes")
+    emb.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads (default: all)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _set_threads(args.threads)
+    from .model import Concerto
+
+    if args.command == "pretrain":
+        out = Path(args.output)
+        if (out / "manifest.json").exists() and not args.overwrite:
+            raise SystemExit(f"{out} already holds a model; pass --overwrite to replace it")
+        adata = _read_h5ad(args.input)
+        hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_end=args.lr_end,
+                     dropout=args.dropout, temperature=args.temperature, embedding_dim=args.embedding_dim, seed=args.seed)
+        if args.authors_code_variant:
+            hyper.update(tanh_after_pooling=True, value_batchnorm=True, student_hidden_layers=1, dropout=0.1)
+        model = Concerto(adata, batch_key=args.batch_key, modalities=_modalities(args.modality), layer=args.layer, **hyper)
+        model.train(checkpoint_dir=args.checkpoint_dir)
+        model.save(out, overwrite=args.overwrite)
+        print(json.dumps({"model": str(out), "history": model.history}), file=sys.stdout)
+        return 0
+    if args.command == "embed":
+        model = Concerto.load(args.model)
+        adata = _read_h5ad(args.input)
+        mods = args.modalities.split(",") if args.modalities else None
+        batch_key = None if args.batch_key in ("", "none", "None") else args.batch_key
+        model.embed(adata, key_added=args.key_added, batch_key=batch_key, student=args.student, modalities=mods,
+                    unseen_source=args.unseen_source, min_gene_overlap=args.min_gene_overlap)
+        out = Path(args.output)
+        tmp = out.with_name(f".{out.name}.tmp.h5ad")
+        adata.write_h5ad(tmp)
+        os.replace(tmp, out)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

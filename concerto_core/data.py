@@ -1,0 +1,113 @@
+"""Reading modalities out of AnnData and cutting mini-batches for the network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .encoding import as_csr, padded_batch
+
+#: Where a modality's matrix lives: "X", "layer:<name>", "obsm:<key>[:<uns key with names>]".
+DEFAULT_MODALITIES = {"rna": "X"}
+
+
+def normalise_modalities(modalities, layer=None) -> dict:
+    """Turn the user's ``modalities`` argument into an ordered dict name -> spec."""
+    if modalities is None:
+        return {"rna": f"layer:{layer}" if layer else "X"}
+    if isinstance(modalities, (list, tuple)):
+        raise TypeError("modalities must be a dict name -> 'X' | 'layer:<name>' | 'obsm:<key>' | AnnData")
+    if not modalities:
+        raise ValueError("modalities is empty; give at least one, e.g. {'rna': 'X'}")
+    out = {}
+    for name, spec in modalities.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"modality name {name!r} must be a valid identifier (e.g. 'rna', 'protein')")
+        if spec is None:
+            spec = "X"
+        out[name] = spec
+    return out
+
+
+def spec_to_json(spec):
+    return spec if isinstance(spec, str) else "adata"
+
+
+def read_modality(adata, name: str, spec):
+    """Return (CSR float32 matrix, feature names) of one modality, validated."""
+    if not isinstance(spec, str):  # a second AnnData with the same cells
+        other = spec
+        if not hasattr(other, "obs_names"):
+            raise TypeError(f"modality {name!r}: expected 'X', 'layer:..', 'obsm:..' or an AnnData, got {type(spec)}")
+        if other.n_obs != adata.n_obs or not np.array_equal(np.asarray(other.obs_names), np.asarray(adata.obs_names)):
+            raise ValueError(f"modality {name!r}: the second AnnData must have the same cells (obs_names, order) as the first")
+        return as_csr(other.X, f"modality {name!r} X"), np.asarray(other.var_names).astype(str)
+    if spec == "X":
+        return as_csr(adata.X, "adata.X"), np.asarray(adata.var_names).astype(str)
+    kind, _, rest = spec.partition(":")
+    if kind == "layer":
+        if rest not in adata.layers:
+            raise KeyError(f"modality {name!r}: layer {rest!r} not in adata.layers (have {list(adata.layers)})")
+        return as_csr(adata.layers[rest], f"adata.layers[{rest!r}]"), np.asarray(adata.var_names).astype(str)
+    if kind == "obsm":
+        key, _, names_key = rest.partition(":")
+        if key not in adata.obsm:
+            raise KeyError(f"modality {name!r}: obsm key {key!r} not in adata.obsm (have {list(adata.obsm)})")
+        mat = adata.obsm[key]
+        if isinstance(mat, pd.DataFrame):
+            names = np.asarray(mat.columns).astype(str)
+            mat = mat.to_numpy()
+        else:
+            names_key = names_key or f"{key}_names"
+            if names_key not in adata.uns:
+                raise KeyError(
+                    f"modality {name!r}: feature names of obsm[{key!r}] not found; store a DataFrame in obsm, "
+                    f"or the names in adata.uns[{names_key!r}], or give the spec 'obsm:{key}:<uns key>'"
+                )
+            names = np.asarray(adata.uns[names_key]).astype(str)
+        X = as_csr(mat, f"adata.obsm[{key!r}]")
+        if len(names) != X.shape[1]:
+            raise ValueError(f"modality {name!r}: {len(names)} feature names for {X.shape[1]} columns")
+        return X, names
+    raise ValueError(f"modality {name!r}: unknown spec {spec!r}; use 'X', 'layer:<name>', 'obsm:<key>' or an AnnData")
+
+
+@dataclass
+class CellInputs:
+    """Aligned inputs of a set of cells: one CSR matrix per modality plus source slots."""
+
+    matrices: dict  # name -> CSR (n_cells, vocab size), columns in vocabulary order
+    source: np.ndarray  # (n_cells,) int32 source slot
+    reports: dict = field(default_factory=dict)
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.source)
+
+    def batch(self, rows: np.ndarray, modalities=None) -> dict:
+        """Numpy mini-batch dict for the network (see :mod:`concerto_core.network`)."""
+        out = {"source": self.source[rows]}
+        for m in modalities or self.matrices:
+            idx, val, length = padded_batch(self.matrices[m], rows)
+            out[f"{m}_idx"], out[f"{m}_val"], out[f"{m}_len"] = idx, val, length
+        return out
+
+    def column_moments(self, m: str, rows: np.ndarray, chunk: int = 65536):
+        """Mean and (biased) variance of each feature over ``rows``, streamed in chunks."""
+        X = self.matrices[m]
+        total = np.zeros(X.shape[1], dtype=np.float64)
+        total_sq = np.zeros(X.shape[1], dtype=np.float64)
+        for start in range(0, len(rows), chunk):
+            part = X[rows[start : start + chunk]]
+            total += np.asarray(part.sum(axis=0)).ravel()
+            total_sq += np.asarray(part.multiply(part).sum(axis=0)).ravel()
+        n = max(len(rows), 1)
+        mean = total / n
+        return mean, np.maximum(total_sq / n - mean**2, 0.0)
+
+
+def empty_like_modality(n_cells: int, n_features: int) -> sp.csr_matrix:
+    return sp.csr_matrix((n_cells, n_features), dtype=np.float32)

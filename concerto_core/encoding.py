@@ -1,0 +1,229 @@
+"""Input encoding: AnnData -> per-cell (gene index, value) lists, and gene vocabularies.
+
+The teacher reads, for every cell, the indices of its expressed genes and their values
+(Methods, "Input encoding scheme"); the student reads the same values as a count vector.
+We keep each modality as a CSR matrix whose columns follow the model's gene vocabulary
+and cut padded index/value blocks per mini-batch, so the whole matrix is never dense.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+log = logging.getLogger("concerto_core")
+
+#: Default minimum fraction of the vocabulary a query must share before we refuse it.
+DEFAULT_MIN_GENE_OVERLAP = 0.5
+
+
+@dataclass(frozen=True)
+class AlignmentReport:
+    """How a query's features matched a model vocabulary."""
+
+    modality: str
+    n_vocabulary: int
+    n_query: int
+    n_shared: int
+    n_missing: int  # vocabulary genes absent from the query (treated as zero)
+    n_extra: int  # query genes not in the vocabulary (dropped)
+
+    @property
+    def overlap(self) -> float:
+        return self.n_shared / self.n_vocabulary if self.n_vocabulary else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "n_vocabulary": self.n_vocabulary,
+            "n_query": self.n_query,
+            "n_shared": self.n_shared,
+            "n_missing": self.n_missing,
+            "n_extra": self.n_extra,
+            "overlap": round(self.overlap, 6),
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.modality}] {self.n_shared}/{self.n_vocabulary} vocabulary features found in the "
+            f"query ({100 * self.overlap:.1f}%); {self.n_missing} missing (set to 0), "
+            f"{self.n_extra} extra query features dropped"
+        )
+
+
+class GeneVocabulary:
+    """Ordered feature names of one modality, fitted on training data and saved with the model."""
+
+    def __init__(self, names):
+        names = np.asarray(list(names), dtype=object).astype(str)
+        if names.size == 0:
+            raise ValueError("a gene vocabulary needs at least one gene")
+        dup = pd.Index(names)[pd.Index(names).duplicated()]
+        if len(dup):
+            raise ValueError(
+                f"duplicate feature names in the training data: {list(dup[:5])} "
+                f"({len(dup)} in all); make them unique first (e.g. adata.var_names_make_unique())"
+            )
+        self.names = names
+        self._index = pd.Index(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, GeneVocabulary) and np.array_equal(self.names, other.names)
+
+    def positions(self, query_names) -> np.ndarray:
+        """For each vocabulary gene, its column in ``query_names`` or -1."""
+        q = pd.Index(np.asarray(list(query_names)).astype(str))
+        if q.has_duplicates:
+            dup = q[q.duplicated()]
+            raise ValueError(f"duplicate feature names in the query: {list(dup[:5])}; make them unique first")
+        return q.get_indexer(self._index)
+
+    def align(self, X: sp.csr_matrix, query_names, modality: str = "rna", min_overlap: float = DEFAULT_MIN_GENE_OVERLAP):
+        """Reorder query columns to the vocabulary (missing genes -> 0, extra genes dropped).
+
+        Returns the aligned CSR matrix (n_cells, len(vocabulary)) and an AlignmentReport.
+        Raises ValueError when fewer than ``min_overlap`` of the vocabulary is shared.
+        """
+        query_names = np.asarray(list(query_names)).astype(str)
+        pos = self.positions(query_names)
+        found = pos >= 0
+        report = AlignmentReport(
+            modality=modality,
+            n_vocabulary=len(self),
+            n_query=len(query_names),
+            n_shared=int(found.sum()),
+            n_missing=int((~found).sum()),
+            n_extra=int(len(query_names) - found.sum()),
+        )
+        if report.n_shared == 0:
+            raise ValueError(
+                f"[{modality}] the query shares no features with the model's vocabulary of {len(self)} "
+                f"(first model genes: {list(self.names[:3])}, first query genes: {list(query_names[:3])}); "
+                "check that both use the same gene identifiers (symbols vs Ensembl IDs, species)"
+            )
+        if report.overlap < min_overlap:
+            raise ValueError(
+                f"{report}; this is below min_gene_overlap={min_overlap}. Use the same gene identifiers as "
+                "the reference, or lower min_gene_overlap if the missing genes are expected"
+            )
+        if report.n_missing or report.n_extra or not np.array_equal(pos, np.arange(len(self))):
+            # Column selection as a sparse product keeps everything sparse.
+            sel = sp.csr_matrix(
+                (np.ones(found.sum(), dtype=np.float32), (pos[found], np.flatnonzero(found))),
+                shape=(X.shape[1], len(self)),
+            )
+            X = (X @ sel).tocsr()
+            X.sort_indices()
+        return X, report
+
+
+def as_csr(X, what: str = "X") -> sp.csr_matrix:
+    """Validate a cells x features matrix and return it as float32 CSR without explicit zeros.
+
+    Raises ValueError for an empty matrix, non-numeric, NaN/inf or negative values.
+    """
+    if X is None:
+        raise ValueError(f"{what} is missing")
+    if hasattr(X, "to_memory"):  # backed sparse datasets
+        X = X.to_memory()
+    if isinstance(X, pd.DataFrame):
+        X = X.to_numpy()
+    if sp.issparse(X):
+        kind = X.dtype.kind
+    else:
+        X = np.asarray(X)
+        kind = X.dtype.kind
+    if kind not in "fiub":
+        raise ValueError(f"{what} has dtype {X.dtype}; expected numeric (float or integer) expression values")
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be 2-dimensional (cells x features), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} is empty (shape {X.shape}); need at least one cell and one feature")
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float32)
+    else:
+        X = sp.csr_matrix(X.astype(np.float32, copy=False))
+    if not np.isfinite(X.data).all():
+        raise ValueError(f"{what} contains NaN or infinite values; remove or impute them first")
+    if X.data.size and X.data.min() < 0:
+        raise ValueError(
+            f"{what} contains negative values (min {X.data.min():.3g}); Concerto expects counts or "
+            "log-normalised values, not scaled/centred data (do not run sc.pp.scale first)"
+        )
+    X.eliminate_zeros()
+    X.sort_indices()
+    return X
+
+
+def looks_like_counts(X: sp.csr_matrix, n: int = 10000) -> bool:
+    """True when the stored values are integers with a large maximum (raw counts, not log values)."""
+    d = X.data[:n]
+    return d.size > 0 and np.allclose(d, np.round(d)) and d.max() > 30
+
+
+def length_bucket(n: int) -> int:
+    """Round a padded length up so batches reuse a few shapes (fewer retraces and XLA recompiles).
+
+    Steps of 32 up to 256, 64 up to 1,024, 128 up to 4,096, then 512: padding waste stays
+    under ~12% while a dataset produces only a handful of distinct lengths.
+    """
+    n = max(int(n), 1)
+    for limit, step in ((256, 32), (1024, 64), (4096, 128)):
+        if n <= limit:
+            return -(-n // step) * step
+    return -(-n // 512) * 512
+
+
+def padded_batch(X: sp.csr_matrix, rows: np.ndarray, bucket: bool = True):
+    """Cut the rows of a CSR matrix into padded (index, value) blocks.
+
+    Returns ``idx`` (B, L) int32 feature indices, ``val`` (B, L) float32 values and
+    ``length`` (B,) int32 numbers of expressed features; positions >= length are padding
+    (index 0, value 0) and are masked by the model.
+    """
+    indptr = X.indptr
+    starts = indptr[rows]
+    lengths = (indptr[rows + 1] - starts).astype(np.int64)
+    max_len = int(lengths.max()) if lengths.size else 1
+    L = length_bucket(max_len) if bucket else max(max_len, 1)
+    B = len(rows)
+    idx = np.zeros((B, L), dtype=np.int32)
+    val = np.zeros((B, L), dtype=np.float32)
+    total = int(lengths.sum())
+    if total:
+        row_of = np.repeat(np.arange(B), lengths)
+        offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = np.repeat(starts, lengths) + offsets
+        idx[row_of, offsets] = X.indices[src]
+        val[row_of, offsets] = X.data[src]
+    return idx, val, lengths.astype(np.int32)
+
+
+def encode_sources(values, categories=None):
+    """Map source labels to integer ids; unseen labels get -1.
+
+    Returns (codes int32, categories list[str]). With ``categories=None`` they are fitted
+    (sorted unique labels).
+    """
+    s = pd.Series(values)
+    if s.isna().any():
+        raise ValueError(f"the batch/source column has {int(s.isna().sum())} missing values; fill them first")
+    s = s.astype(str)
+    if categories is None:
+        categories = sorted(s.unique().tolist())
+    lookup = {c: i for i, c in enumerate(categories)}
+    codes = s.map(lambda v: lookup.get(v, -1)).to_numpy(dtype=np.int32)
+    return codes, list(categories)
+
+
+def warn_once(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+    log.warning(message)

@@ -1,0 +1,133 @@
+"""Network layers of Concerto: gene-embedding attention pooling and source-aware BatchNorm.
+
+All tensors are float32 on the default device; shapes are given as (B, L, d) with B cells
+in a mini-batch, L padded expressed-gene slots and d the embedding size.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class AttentionPooling(keras.layers.Layer):
+    """Teacher branch of one modality, Methods eqs (1)-(5).
+
+    ``e_i = Embedding(g_i)``; ``h_i = v_i * e_i``; ``u_i = tanh(W h_i + b)``;
+    ``alpha = softmax_i(u_i . u_w)`` over the cell's expressed genes only (padding masked);
+    ``s = sum_i alpha_i h_i``.
+
+    The factorised path (default) uses ``W (v e) = v (W e)``: the embedding table is
+    projected once per call (V x d x d) and projected rows are gathered, instead of a
+    d x d product per expressed gene (B x L x d x d). Both paths compute the same
+    function with the same weights (tested).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, factorized: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.dim = int(dim)
+        self.factorized = factorized
+        self.embedding = self.add_weight(
+            name="gene_embedding",
+            shape=(self.vocab_size, self.dim),
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05),
+        )
+        self.attention_kernel = self.add_weight(
+            name="attention_kernel", shape=(self.dim, self.dim), initializer="glorot_uniform"
+        )
+        self.attention_bias = self.add_weight(name="attention_bias", shape=(self.dim,), initializer="zeros")
+        self.context = self.add_weight(name="context_vector", shape=(self.dim,), initializer="glorot_uniform")
+
+    def scores(self, idx, val, length):
+        """Masked attention logits (B, L) and the gathered embeddings (B, L, d)."""
+        emb = tf.gather(self.embedding, idx)  # (B, L, d)
+        v = val[..., None]
+        if self.factorized:
+            projected = tf.matmul(self.embedding, self.attention_kernel)  # (V, d), once per call
+            pre = v * tf.gather(projected, idx) + self.attention_bias
+        else:
+            pre = tf.matmul(v * emb, self.attention_kernel) + self.attention_bias
+        u = tf.tanh(pre)
+        logits = tf.linalg.matvec(u, self.context)  # (B, L)
+        mask = tf.sequence_mask(length, maxlen=tf.shape(idx)[1])
+        # A large negative (not -inf) keeps cells with no expressed gene finite.
+        logits = tf.where(mask, logits, tf.constant(-1e9, logits.dtype))
+        return logits, emb, mask
+
+    def call(self, idx, val, length, return_attention: bool = False):
+        logits, emb, mask = self.scores(idx, val, length)
+        alpha = tf.nn.softmax(logits, axis=-1)  # subtracts the max: numerically stable
+        alpha = alpha * tf.cast(mask, alpha.dtype)
+        # s = sum_i alpha_i v_i e_i: a batched vector-matrix product, no (B, L, d) product kept.
+        pooled = tf.einsum("bl,bld->bd", alpha * val, emb)
+        if return_attention:
+            return pooled, alpha
+        return pooled
+
+
+class SourceAwareBatchNorm(keras.layers.Layer):
+    """BatchNorm whose statistics are computed per data source (Methods, "Source-aware Batch
+    Normalization"): within a mini-batch, each source's cells are normalised with that
+    source's mean and variance, and each source keeps its own running statistics. The
+    affine scale/offset is shared across sources.
+
+    At inference a cell uses its source's stored statistics. Row ``n_sources`` is a
+    fallback slot for sources never seen in training: it holds the average of the
+    training sources' statistics, and :class:`concerto_core.Concerto` overwrites it with
+    statistics computed over the unseen source's own cells when ``unseen_source='adapt'``
+    (the default) — it warns in both cases. Without a batch key there is one source and
+    this is an ordinary BatchNorm.
+
+    Cells whose one-hot source row is all zero (padding cells) are ignored by the
+    statistics.
+    """
+
+    def __init__(self, n_sources: int, n_features: int, momentum: float = 0.9, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.n_sources = int(n_sources)
+        self.n_features = int(n_features)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        slots = self.n_sources + 1  # + fallback slot for unseen sources
+        self.gamma = self.add_weight(name="gamma", shape=(self.n_features,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(self.n_features,), initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(slots, self.n_features), initializer="zeros", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(slots, self.n_features), initializer="ones", trainable=False
+        )
+
+    def batch_moments(self, x, onehot):
+        """Per-source mean and variance (S, F) of ``x`` (B, F) and cell counts (S,)."""
+        counts = tf.reduce_sum(onehot, axis=0)
+        denom = tf.maximum(counts, 1.0)[:, None]
+        mean = tf.matmul(onehot, x, transpose_a=True) / denom
+        centred = x - tf.matmul(onehot, mean)
+        var = tf.matmul(onehot, tf.square(centred), transpose_a=True) / denom
+        return mean, var, counts
+
+    def call(self, x, source, training=False):
+        """``x``: (B, F) float; ``source``: (B,) int in [0, n_sources] (n_sources = fallback)."""
+        onehot = tf.one_hot(source, self.n_sources + 1, dtype=x.dtype)
+        if training:
+            mean, var, counts = self.batch_moments(x, onehot)
+            present = (counts > 0)[:, None]
+            m = self.momentum
+            self.moving_mean.assign(tf.where(present, m * self.moving_mean + (1 - m) * mean, self.moving_mean))
+            self.moving_variance.assign(
+                tf.where(present, m * self.moving_variance + (1 - m) * var, self.moving_variance)
+            )
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean)
+            var = tf.convert_to_tensor(self.moving_variance)
+        # Per-cell statistics by one-hot lookup: (B, S) @ (S, F).
+        inv = tf.matmul(onehot, tf.math.rsqrt(var + self.epsilon))
+        centre = tf.matmul(onehot, mean)
+        return (x - centre) * inv * self.gamma + self.beta
+
+    def set_statistics(self, slot: int, mean, variance) -> None:
+        """Overwrite the stored statistics of one source slot (used for precise/adapted BN)."""
+        self.moving_mean.assign(tf.tensor_scatter_nd_update(self.moving_mean, [[slot]], [mean]))
+        self.moving_variance.assign(tf.tensor_scatter_nd_update(self.moving_variance, [[slot]], [variance]))

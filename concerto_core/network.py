@@ -1,0 +1,121 @@
+"""The teacher-student network of Concerto (Methods: teacher, student, multimodal integration).
+
+A mini-batch is a dict of tensors:
+
+* ``"<m>_idx"`` (B, L_m) int32 and ``"<m>_val"`` (B, L_m) float32: the expressed features
+  of modality ``m`` and their values, padded; ``"<m>_len"`` (B,) int32 their numbers;
+* ``"source"`` (B,) int32: the source (batch) slot of each cell.
+
+Teacher (eqs 1-6, 11): per modality gene-embedding attention pooling, summed over
+modalities, source-aware BatchNorm, dropout, Dense + ReLU.
+Student (eq 10): per modality count vector -> source-aware BatchNorm -> dropout ->
+Dense + ReLU, summed over modalities.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from .config import ConcertoConfig
+from .layers import AttentionPooling, SourceAwareBatchNorm
+
+
+class ConcertoNetwork(keras.Model):
+    """Teacher and student for the modalities ``vocab_sizes`` (ordered dict name -> n features)."""
+
+    def __init__(self, vocab_sizes: dict, n_sources: int, config: ConcertoConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", "concerto"), **kwargs)
+        self.modalities = list(vocab_sizes)
+        self.vocab_sizes = dict(vocab_sizes)
+        self.n_sources = int(n_sources)
+        self.config = config
+        d = config.embedding_dim
+        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon)
+        seed = config.seed
+        for i, (m, vocab) in enumerate(self.vocab_sizes.items()):
+            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, name=f"teacher_{m}_attention"))
+            if config.value_batchnorm:
+                setattr(self, f"teacher_{m}_value_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
+            setattr(self, f"student_{m}_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"student_{m}_bn", **bn))
+            setattr(self, f"student_{m}_dropout", keras.layers.Dropout(config.dropout, seed=seed + 1 + i, name=f"student_{m}_dropout"))
+            for h in range(config.student_hidden_layers):
+                setattr(self, f"student_{m}_hidden{h}", keras.layers.Dense(d, activation="relu", name=f"student_{m}_hidden{h}"))
+            setattr(self, f"student_{m}_dense", keras.layers.Dense(d, activation="relu", name=f"student_{m}_dense"))
+        self.teacher_bn = SourceAwareBatchNorm(n_sources, d, name="teacher_bn", **bn)
+        self.teacher_dropout = keras.layers.Dropout(config.dropout, seed=seed, name="teacher_dropout")
+        self.teacher_dense = keras.layers.Dense(d, activation="relu", name="teacher_dense")
+
+    # -- helpers -------------------------------------------------------------------------
+    def layer_of(self, name: str):
+        return getattr(self, name)
+
+    def dense_values(self, batch, m):
+        """Scatter a modality's padded (idx, val) into its (B, V) count vector."""
+        idx, val = batch[f"{m}_idx"], batch[f"{m}_val"]
+        b = tf.shape(idx)[0]
+        rows = tf.broadcast_to(tf.range(b)[:, None], tf.shape(idx))
+        coords = tf.stack([rows, idx], axis=-1)
+        return tf.scatter_nd(coords, val, shape=tf.stack([b, self.vocab_sizes[m]]))
+
+    def teacher_values(self, batch, m, training=False):
+        """The per-gene values the teacher scales embeddings by (optionally BatchNormed)."""
+        val = batch[f"{m}_val"]
+        if not self.config.value_batchnorm:
+            return val
+        dense = self.layer_of(f"teacher_{m}_value_bn")(self.dense_values(batch, m), batch["source"], training=training)
+        normed = tf.gather(dense, batch[f"{m}_idx"], batch_dims=1)
+        mask = tf.sequence_mask(batch[f"{m}_len"], maxlen=tf.shape(val)[1], dtype=val.dtype)
+        return normed * mask
+
+    # -- forward passes --------------------------------------------------------------------
+    def pooled(self, batch, training=False, return_attention=False):
+        """Sum over modalities of attention-pooled vectors s (B, d) (input of the teacher BN)."""
+        total, attention = None, {}
+        for m in self.modalities:
+            layer = self.layer_of(f"teacher_{m}_attention")
+            out = layer(
+                batch[f"{m}_idx"], self.teacher_values(batch, m, training), batch[f"{m}_len"],
+                return_attention=return_attention,
+            )
+            if return_attention:
+                out, attention[m] = out
+            if self.config.tanh_after_pooling:
+                out = tf.tanh(out)
+            total = out if total is None else total + out
+        return (total, attention) if return_attention else total
+
+    def teacher(self, batch, training=False):
+        """Teacher embedding Z_t (B, d), eqs 1-6 and 11."""
+        h = self.teacher_bn(self.pooled(batch, training), batch["source"], training=training)
+        h = self.teacher_dropout(h, training=training)
+        return self.teacher_dense(h)
+
+    def student(self, batch, training=False):
+        """Student embedding Z_s (B, d), eq 10."""
+        total = None
+        for m in self.modalities:
+            x = self.layer_of(f"student_{m}_bn")(self.dense_values(batch, m), batch["source"], training=training)
+            x = self.layer_of(f"student_{m}_dropout")(x, training=training)
+            for h in range(self.config.student_hidden_layers):
+                x = self.layer_of(f"student_{m}_hidden{h}")(x)
+            z = self.layer_of(f"student_{m}_dense")(x)
+            total = z if total is None else total + z
+        return total
+
+    def call(self, batch, training=False):
+        return self.teacher(batch, training), self.student(batch, training)
+
+    def source_aware_layers(self):
+        """(name, layer, kind) of every source-aware BatchNorm in forward order.
+
+        ``kind`` is ``"counts:<m>"`` when the layer's input is modality m's count vector,
+        ``"pooled"`` for the teacher BN after attention pooling.
+        """
+        out = []
+        for m in self.modalities:
+            if self.config.value_batchnorm:
+                out.append((f"teacher_{m}_value_bn", self.layer_of(f"teacher_{m}_value_bn"), f"counts:{m}"))
+            out.append((f"student_{m}_bn", self.layer_of(f"student_{m}_bn"), f"counts:{m}"))
+        out.append(("teacher_bn", self.teacher_bn, "pooled"))
+        return out
