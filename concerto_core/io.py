@@ -24,20 +24,33 @@ FORMAT = "concerto-model"
 FORMAT_VERSION = 1
 
 
-def variable_path(v) -> str:
-    return getattr(v, "path", None) or v.name.split(":")[0]
+def variable_path(v, root: str = "concerto") -> str:
+    """``<layer name>/<variable name>``; Keras prefixes variables built inside the model's
+    call with the model name, which we drop so every path is explicit and stable."""
+    path = getattr(v, "path", None) or v.name.split(":")[0]
+    return path[len(root) + 1 :] if path.startswith(root + "/") else path
 
 
 def model_variables(network, include_rng_state: bool = False):
-    """Variables to persist, keyed by their explicit paths (RNG states excluded by default)."""
+    """Variables to persist, keyed by explicit ``<layer>/<variable>`` paths.
+
+    Dropout RNG states are excluded from model files (they are not weights) and included,
+    keyed by their dropout layer's name, in training checkpoints so a resumed run draws
+    the same masks as an uninterrupted one.
+    """
     out = {}
     for v in network.variables:
-        path = variable_path(v)
-        if not include_rng_state and "seed_generator" in path:
+        path = variable_path(v, network.name)
+        if "seed_generator" in path:
             continue
         if path in out:
             raise RuntimeError(f"two variables share the path {path!r}; layer names must be unique")
         out[path] = v
+    if include_rng_state:
+        for layer in network._flatten_layers(include_self=False):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                out[f"{layer.name}/rng_state"] = generator.state
     return out
 
 

@@ -9,7 +9,8 @@ Conventions (so probabilities are always valid):
 
 * Negative similarities are clipped to 0 before voting; if all k clipped
   similarities are 0 the k neighbours vote with equal weight (plain majority).
-* Ties in (16) go to the label of the most similar neighbour among the tied
+* Ties in (16) (probabilities within 1e-6, the float32 resolution of the
+  similarities) go to the label of the most similar neighbour among the tied
   labels (neighbours are ordered by decreasing similarity, then by reference
   index), so results are deterministic.
 * ``conf_score`` = p(y', y).  With ``threshold`` set, cells with
@@ -31,7 +32,7 @@ __all__ = ["VoteResult", "knn_vote", "hierarchical_knn_vote", "transfer_labels",
            "apply_rejection", "confidence_distributions", "UNKNOWN"]
 
 UNKNOWN = "Unknown"
-_TIE_ATOL = 1e-9
+_TIE_ATOL = 1e-6  # similarities are float32: closer probabilities count as tied
 
 
 @dataclass
@@ -114,11 +115,8 @@ def _vote(nbr_codes, sims, n_cat):
     if zero.any():  # all similarities <= 0: equal-weight vote
         w[zero] = (nbr_codes[zero] >= 0).astype(np.float64)
         tot[zero] = w[zero].sum(axis=1)
-    probs = np.zeros((nq, n_cat), np.float64)
-    rows = np.repeat(np.arange(nq), k)
-    codes = nbr_codes.ravel()
-    ok = codes >= 0
-    np.add.at(probs, (rows[ok], codes[ok]), w.ravel()[ok])
+    flat = (np.arange(nq)[:, None] * n_cat + np.maximum(nbr_codes, 0)).ravel()
+    probs = np.bincount(flat, weights=w.ravel(), minlength=nq * n_cat).reshape(nq, n_cat)
     probs[has] /= tot[has, None]
     best = probs.max(axis=1)
     # tie rule: first neighbour (most similar) whose label attains the max

@@ -153,6 +153,8 @@ class NeighborIndex:
             self._build_ivf(nlist, nprobe)
         elif method == "hnsw":
             self._build_hnsw(hnsw_m, hnsw_ef_construction)
+        if method != "exact":
+            self._ref = None  # the library keeps its own copy; don't hold the data twice
 
     # ------------------------------------------------------------------ build
     def _build_ivf(self, nlist, nprobe):
@@ -217,8 +219,8 @@ class NeighborIndex:
             idx, sims = self._query_hnsw(q, k)
         return _sort_topk(sims.astype(np.float32, copy=False), idx.astype(np.int64, copy=False))
 
-    def _query_exact(self, q, k, ref=None):
-        ref = self._ref if ref is None else ref
+    def _query_exact(self, q, k):
+        ref = self._ref
         n_ref = ref.shape[0]
         budget = max(1, int(self.memory_limit_mb * 2**20 // 4))
         rb = min(n_ref, 1 << 17)
@@ -258,9 +260,14 @@ class NeighborIndex:
         with _faiss_threads(self.n_threads):
             sims, idx = self._index.search(q, k)
         missing = (idx < 0).any(axis=1)
-        if missing.any():  # probed cells held < k points: fall back to exact for those rows
-            ei, es = self._query_exact(q[missing], k)
-            idx[missing], sims[missing] = ei, es
+        if missing.any():  # probed cells held < k points: search those rows exhaustively
+            self._index.nprobe = self.nlist
+            try:
+                with _faiss_threads(self.n_threads):
+                    s2, i2 = self._index.search(q[missing], k)
+            finally:
+                self._index.nprobe = self.nprobe
+            idx[missing], sims[missing] = i2, s2
         return idx, sims
 
     def _query_hnsw(self, q, k):

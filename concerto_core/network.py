@@ -69,10 +69,14 @@ class ConcertoNetwork(keras.Model):
         return normed * mask
 
     # -- forward passes --------------------------------------------------------------------
+    def present(self, batch):
+        """Modalities present in the batch (a missing modality contributes nothing to the sums)."""
+        return [m for m in self.modalities if f"{m}_idx" in batch]
+
     def pooled(self, batch, training=False, return_attention=False):
         """Sum over modalities of attention-pooled vectors s (B, d) (input of the teacher BN)."""
         total, attention = None, {}
-        for m in self.modalities:
+        for m in self.present(batch):
             layer = self.layer_of(f"teacher_{m}_attention")
             out = layer(
                 batch[f"{m}_idx"], self.teacher_values(batch, m, training), batch[f"{m}_len"],
@@ -94,7 +98,7 @@ class ConcertoNetwork(keras.Model):
     def student(self, batch, training=False):
         """Student embedding Z_s (B, d), eq 10."""
         total = None
-        for m in self.modalities:
+        for m in self.present(batch):
             x = self.layer_of(f"student_{m}_bn")(self.dense_values(batch, m), batch["source"], training=training)
             x = self.layer_of(f"student_{m}_dropout")(x, training=training)
             for h in range(self.config.student_hidden_layers):
