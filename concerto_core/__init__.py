@@ -16,7 +16,23 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ sta
 from .config import ConcertoConfig  # noqa: E402
 from .encoding import AlignmentReport, GeneVocabulary  # noqa: E402
 from .losses import nt_xent_loss  # noqa: E402
+from .label_transfer import (  # noqa: E402
+    VoteResult,
+    apply_rejection,
+    confidence_distributions,
+    hierarchical_knn_vote,
+    knn_vote,
+    transfer_labels,
+)
+from .modality import impute_modality, per_feature_pearson  # noqa: E402
 from .model import Concerto  # noqa: E402
+from .neighbors import NeighborIndex, knn_search  # noqa: E402
+from .signatures import group_mean_attention, top_genes_per_cell  # noqa: E402
 
-__all__ = ["Concerto", "ConcertoConfig", "GeneVocabulary", "AlignmentReport", "nt_xent_loss"]
+__all__ = [
+    "Concerto", "ConcertoConfig", "GeneVocabulary", "AlignmentReport", "nt_xent_loss",
+    "NeighborIndex", "knn_search", "VoteResult", "knn_vote", "hierarchical_knn_vote", "transfer_labels",
+    "apply_rejection", "confidence_distributions", "impute_modality", "per_feature_pearson",
+    "top_genes_per_cell", "group_mean_attention",
+]
 __version__ = "0.1.0"

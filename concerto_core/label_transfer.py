@@ -100,7 +100,7 @@ def _valid_mask(labels: np.ndarray, name) -> np.ndarray:
     if not valid.all():
         warnings.warn(f"{int((~valid).sum())} reference cells with NaN label"
                       f"{'' if name is None else f' (level {name!r})'} are excluded from voting",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=3)
     return valid
 
 
