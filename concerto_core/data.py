@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +95,23 @@ class CellInputs:
             idx, val, length = padded_batch(self.matrices[m], rows)
             out[f"{m}_idx"], out[f"{m}_val"], out[f"{m}_len"] = idx, val, length
         return out
+
+    def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None):
+        """Shuffled mini-batches of one epoch: ceil(n / batch_size) near-equal batches, every cell once."""
+        n = self.n_cells
+        steps = max(1, math.ceil(n / batch_size))
+        if n < 2 * steps:  # keep >= 2 cells per batch for the contrastive loss
+            steps = max(1, n // 2)
+        rng = np.random.default_rng([seed, epoch])
+        for rows in np.array_split(rng.permutation(n), steps):
+            yield self.batch(rows, modalities)
+
+    def iter_ordered(self, batch_size: int, modalities=None, rows=None):
+        """(row indices, batch) in order, for embedding and statistics."""
+        rows = np.arange(self.n_cells) if rows is None else np.asarray(rows)
+        for i in range(0, len(rows), batch_size):
+            part = rows[i : i + batch_size]
+            yield part, self.batch(part, modalities)
 
     def column_moments(self, m: str, rows: np.ndarray, chunk: int = 65536):
         """Mean and (biased) variance of each feature over ``rows``, streamed in chunks."""

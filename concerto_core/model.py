@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 
 import sys
 import time
@@ -121,16 +122,24 @@ class Concerto:
             sig[f"{m}_len"] = tf.TensorSpec([None], tf.int32)
         return sig
 
-    def _dataset(self, inputs: CellInputs, batches, modalities=None) -> tf.data.Dataset:
-        """Stream numpy mini-batches through tf.data so batch assembly overlaps compute."""
-        modalities = modalities or self.modalities
+    def _stream(self, batches, modalities=None) -> tf.data.Dataset:
+        """Feed an iterator of numpy batch dicts through tf.data so assembly overlaps compute."""
+        ds = tf.data.Dataset.from_generator(lambda: batches, output_signature=self._signature(modalities))
+        return ds.prefetch(2)
+
+    def _ordered(self, inputs, modalities, rows=None, batch_size: int = 512, slot=None):
+        """(row indices, tf batch) in order; ``slot`` overrides every cell's BatchNorm source slot."""
+        order = []
 
         def gen():
-            for rows in batches:
-                yield inputs.batch(rows, modalities)
+            for part, batch in inputs.iter_ordered(batch_size, modalities, rows):
+                order.append(part)
+                if slot is not None:
+                    batch["source"] = np.full(len(part), slot, np.int32)
+                yield batch
 
-        ds = tf.data.Dataset.from_generator(gen, output_signature=self._signature(modalities))
-        return ds.prefetch(2)
+        for i, batch in enumerate(self._stream(gen(), modalities)):
+            yield order[i], batch
 
     # ------------------------------------------------------------------ training
     def train(self, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
@@ -151,8 +160,6 @@ class Concerto:
             raise RuntimeError("this model was loaded without training data; use Concerto.finetune_query or build a new model")
         n = inputs.n_cells
         steps = max(1, math.ceil(n / cfg.batch_size))
-        if n < 2 * steps:  # keep >= 2 cells per batch for the contrastive loss
-            steps = max(1, n // 2)
         total_steps = steps * cfg.epochs
         schedule = keras.optimizers.schedules.ExponentialDecay(
             cfg.lr, decay_steps=total_steps, decay_rate=cfg.lr_end / cfg.lr
@@ -182,10 +189,8 @@ class Concerto:
                   f"{ {m: len(v) for m, v in self.vocabularies.items()} }, {steps} steps/epoch, "
                   f"epochs {start_epoch + 1}..{cfg.epochs}")
         for epoch in range(start_epoch, cfg.epochs):
-            rng = np.random.default_rng([cfg.seed, epoch])
-            batches = np.array_split(rng.permutation(n), steps)
             t0, losses, last_print, done = time.perf_counter(), [], time.perf_counter(), 0
-            for batch in self._dataset(inputs, batches):
+            for batch in self._stream(inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size)):
                 losses.append(float(train_step(batch)))
                 done += int(batch["source"].shape[0])
                 if time.perf_counter() - last_print > 30:
@@ -246,38 +251,60 @@ class Concerto:
         return self.epochs_trained
 
     # ------------------------------------------------------------------ BatchNorm statistics
-    def _estimate_statistics(self, inputs: CellInputs, rows: np.ndarray, slot: int, modalities=None,
-                             batch_size: int = 512) -> None:
-        """Set BatchNorm slot ``slot`` to the exact statistics of ``rows`` (forward order)."""
-        modalities = modalities or self.modalities
-        for name, layer, kind in self.network.source_aware_layers():
-            if kind.startswith("counts:"):
-                m = kind.split(":", 1)[1]
-                if m not in modalities:
-                    continue
-                mean, var = inputs.column_moments(m, rows)
-            else:
-                s1 = np.zeros(self.config.embedding_dim)
-                s2 = np.zeros(self.config.embedding_dim)
-                pooled = self._pooled_fn(modalities)
-                for start in range(0, len(rows), batch_size):
-                    part = rows[start : start + batch_size]
-                    batch = inputs.batch(part, modalities)
-                    batch["source"] = np.full(len(part), slot, np.int32)
-                    p = pooled(batch).numpy().astype(np.float64)
-                    s1 += p.sum(0)
-                    s2 += (p**2).sum(0)
-                mean = s1 / len(rows)
-                var = np.maximum(s2 / len(rows) - mean**2, 0.0)
-            layer.set_statistics(slot, mean.astype(np.float32), var.astype(np.float32))
+    def _moments_fn(self, modalities, phase: str):
+        """tf.function: per-slot sums and sums of squares of each BatchNorm input of a phase."""
+        key = ("moments", phase) + tuple(modalities)
+        cache = self.__dict__.setdefault("_fn_cache", {})
+        if key not in cache:
+            net, slots = self.network, self.n_sources + 1
+            layers = [(name, kind) for name, _, kind in net.source_aware_layers()
+                      if kind.split(":")[0] == phase and (kind == "pooled" or kind.split(":")[1] in modalities)]
 
-    def _precise_batchnorm(self, inputs: CellInputs) -> None:
+            def f(batch):
+                onehot = tf.one_hot(batch["source"], slots, dtype=tf.float32)
+                out = {"__count": tf.reduce_sum(onehot, axis=0)}
+                pooled = net.pooled(batch, training=False) if phase == "pooled" else None
+                for name, kind in layers:
+                    x = pooled if kind == "pooled" else net.dense_values(batch, kind.split(":")[1])
+                    out[name] = tf.stack([tf.matmul(onehot, x, transpose_a=True),
+                                          tf.matmul(onehot, tf.square(x), transpose_a=True)])
+                return out
+
+            cache[key] = (tf.function(f, input_signature=[self._signature(modalities)]), layers)
+        return cache[key]
+
+    def _estimate_statistics(self, inputs, rows=None, slot=None, modalities=None, batch_size: int = 512) -> None:
+        """Set BatchNorm statistics to their exact values over cells (streamed, forward order).
+
+        ``slot=None``: every source slot gets the statistics of its own cells (precise BN).
+        ``slot=s``: all cells (``rows``) are pooled into slot ``s`` (adaptation of an unseen source).
+        Count-input layers are done first, so the pooled layer sees their final statistics.
+        """
+        modalities = modalities or self.modalities
+        layers = {name: layer for name, layer, _ in self.network.source_aware_layers()}
+        for phase in ("counts", "pooled"):
+            fn, names = self._moments_fn(modalities, phase)
+            if not names:
+                continue
+            acc = {}
+            for _, batch in self._ordered(inputs, modalities, rows, batch_size, slot):
+                for key, value in fn(batch).items():
+                    value = value.numpy().astype(np.float64)
+                    acc[key] = acc[key] + value if key in acc else value
+            if not acc:
+                return
+            count = acc.pop("__count")
+            for name, _ in names:
+                total, total_sq = acc[name]
+                for s_ in np.flatnonzero(count > 0):
+                    mean = total[s_] / count[s_]
+                    var = np.maximum(total_sq[s_] / count[s_] - mean**2, 0.0)
+                    layers[name].set_statistics(int(s_), mean.astype(np.float32), var.astype(np.float32))
+
+    def _precise_batchnorm(self, inputs) -> None:
         """Replace running averages by each source's exact statistics over its training cells."""
         t0 = time.perf_counter()
-        for slot in range(self.n_sources):
-            rows = np.flatnonzero(inputs.source == slot)
-            if len(rows):
-                self._estimate_statistics(inputs, rows, slot)
+        self._estimate_statistics(inputs)
         self._say(f"BatchNorm statistics recomputed over all training cells ({time.perf_counter() - t0:.1f}s)")
 
     def _reset_fallback_statistics(self) -> None:
@@ -288,14 +315,6 @@ class Concerto:
             layer.set_statistics(self.n_sources, mean, var)
 
     # ------------------------------------------------------------------ inference
-    def _pooled_fn(self, modalities):
-        key = ("pooled",) + tuple(modalities)
-        cache = self.__dict__.setdefault("_fn_cache", {})
-        if key not in cache:
-            net = self.network
-            cache[key] = tf.function(lambda b: net.pooled(b, training=False), input_signature=[self._signature(modalities)])
-        return cache[key]
-
     def _embed_fn(self, modalities, student: bool):
         key = ("embed", student) + tuple(modalities)
         cache = self.__dict__.setdefault("_fn_cache", {})
@@ -409,8 +428,7 @@ class Concerto:
         t0 = time.perf_counter()
 
         def run(rows):
-            batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-            for part, batch in zip(batches, self._dataset(inputs, batches, mods)):
+            for part, batch in self._ordered(inputs, mods, rows, batch_size):
                 t, s = fn(batch)
                 z_t[part] = t.numpy()
                 if student:
@@ -430,6 +448,84 @@ class Concerto:
         out = self.embed(adata, copy=True, **kwargs)
         return out.obsm[kwargs.get("key_added", "X_concerto")]
 
+    # ------------------------------------------------------------------ sharded (larger than memory)
+    @classmethod
+    def from_shards(cls, path, batch_key=None, genes=None, config: ConcertoConfig | None = None, verbose: bool = True,
+                    transform: str = "auto", block_cells: int = 8192, window_blocks: int = 8, **hyperparameters):
+        """A model that trains by streaming a sharded dataset (:mod:`concerto_core.shards`).
+
+        ``genes`` optionally restricts the vocabulary (e.g. HVGs chosen on a sample);
+        ``transform='auto'`` log-normalises shards that store counts. Memory depends on
+        ``block_cells * window_blocks`` (the shuffling window), not on the number of cells.
+        Single modality (RNA) only.
+        """
+        from .shards import ShardedCells
+
+        self = cls.__new__(cls)
+        cfg = config or ConcertoConfig()
+        self.config = cfg.replace(**hyperparameters) if hyperparameters else cfg
+        self.verbose = verbose
+        vocabulary = GeneVocabulary(genes) if genes is not None else None
+        data = ShardedCells(path, vocabulary=vocabulary, batch_key=batch_key, transform=transform,
+                            block_cells=block_cells, window_blocks=window_blocks)
+        self.modality_specs = {"rna": "X"}
+        self.vocabularies = {"rna": data.vocabulary}
+        self.batch_key = batch_key
+        self.sources = list(data.sources)
+        self._train_inputs = data
+        self.history, self.epochs_trained = [], 0
+        self.network = self._build_network()
+        self._say(f"streaming {data.n_cells} cells from {len(data.shard_sizes)} shard(s) in {path} ({data.report})")
+        return self
+
+    def embed_shards(self, path, output, batch_key="__model__", unseen_source: str = "adapt", batch_size: int = 512,
+                     transform: str = "auto", min_gene_overlap: float | None = None) -> Path:
+        """Embed every cell of a sharded dataset into ``output`` (.npy, (n_cells, d) float32, file order).
+
+        Streams blocks, so memory does not grow with the number of cells; the file is
+        written under a temporary name and renamed when complete.
+        """
+        from .shards import ShardedCells
+
+        if unseen_source not in UNSEEN_SOURCE_MODES:
+            raise ValueError(f"unseen_source={unseen_source!r}; allowed: {UNSEEN_SOURCE_MODES}")
+        key = self.batch_key if batch_key == "__model__" else batch_key
+        if self.batch_key is None:
+            key = None
+        data = ShardedCells(path, vocabulary=self.vocabularies["rna"], batch_key=key,
+                            sources=self.sources if key else None, transform=transform,
+                            min_gene_overlap=DEFAULT_MIN_GENE_OVERLAP if min_gene_overlap is None else min_gene_overlap)
+        self._say(str(data.report))
+        unseen = {}
+        if self.batch_key is not None and key is None:
+            unseen["query"] = np.arange(data.n_cells)
+        elif key is not None and (data.source < 0).any():
+            for label_code in np.unique(data.label_codes[data.source < 0]):
+                unseen[data.label_categories[label_code]] = np.flatnonzero(data.label_codes == label_code)
+        if unseen:
+            warn_once(f"source(s) {sorted(unseen)[:10]} were not seen in training; unseen_source={unseen_source!r}")
+            data.source = np.where(data.source < 0, self.n_sources, data.source).astype(np.int32)
+        if self.batch_key is not None and key is None:
+            data.source = np.full(data.n_cells, self.n_sources, np.int32)
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp.npy")
+        z = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(data.n_cells, self.config.embedding_dim))
+        fn = self._embed_fn(self.modalities, False)
+        t0 = time.perf_counter()
+
+        def run(rows):
+            for part, batch in self._ordered(data, self.modalities, rows, batch_size):
+                z[part] = fn(batch)[0].numpy()
+
+        self._with_unseen_sources(data, self.modalities, unseen, unseen_source, run)
+        z.flush()
+        del z
+        os.replace(tmp, output)
+        seconds = time.perf_counter() - t0
+        self._say(f"embedded {data.n_cells} streamed cells in {seconds:.1f}s ({data.n_cells / max(seconds, 1e-9):.0f} cells/s)")
+        return output
+
     def attention(self, adata, top_k: int | None = None, modalities=None, batch_key="__model__",
                   unseen_source: str = "adapt", min_gene_overlap: float | None = None, batch_size: int = 256):
         """Teacher attention weights alpha (eq 4) as sparse cells x vocabulary matrices.
@@ -448,8 +544,7 @@ class Concerto:
                          input_signature=[self._signature(mods)])
 
         def run(rows):
-            batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-            for part, batch in zip(batches, self._dataset(inputs, batches, mods)):
+            for part, batch in self._ordered(inputs, mods, rows, batch_size):
                 alphas = fn(batch)
                 for m in mods:
                     a = alphas[m].numpy()
@@ -558,3 +653,94 @@ class Concerto:
                 f"d={self.config.embedding_dim}; epochs trained={self.epochs_trained})")
 
 
+
+    # ------------------------------------------------------------------ re-targeting (fine-tuning)
+    def add_sources(self, new_sources) -> list:
+        """Append BatchNorm slots for data sources the model has not seen (for fine-tuning).
+
+        The network is rebuilt with ``n_sources + k`` source slots; every weight and the
+        statistics of the existing sources are copied unchanged, and each new slot (and the
+        fallback slot) starts from the fallback statistics (the average of the training
+        sources). :meth:`train` or the fine-tuning code then replaces the new slots'
+        statistics by those of their own cells. Returns the labels that were added (in the
+        order given, duplicates and known sources dropped). Models trained without a
+        ``batch_key`` have one BatchNorm slot shared by all cells: an error.
+        """
+        new = list(dict.fromkeys(str(s) for s in new_sources if str(s) not in self.sources))
+        if not new:
+            return []
+        if self.batch_key is None:
+            raise ValueError("this model was trained without a batch_key (one BatchNorm slot for all cells); "
+                             "it cannot get per-source slots")
+        old = {k: v.numpy() for k, v in model_io.model_variables(self.network).items()}
+        n_old = self.n_sources
+        self.sources = list(self.sources) + new
+        self.network = self._build_network()
+        self.__dict__.pop("_fn_cache", None)
+        for path, var in model_io.model_variables(self.network).items():
+            if path not in old:
+                raise RuntimeError(f"variable {path!r} is missing from the network being extended")
+            value = old[path]
+            if tuple(value.shape) != tuple(var.shape):
+                if value.ndim != 2 or value.shape[0] != n_old + 1 or var.shape[0] != self.n_sources + 1:
+                    raise RuntimeError(f"cannot extend variable {path!r} from {value.shape} to {tuple(var.shape)}")
+                fallback = np.repeat(value[n_old:], len(new) + 1, axis=0)
+                value = np.concatenate([value[:n_old], fallback], axis=0)
+            var.assign(value)
+        self._say(f"added BatchNorm slots for {len(new)} new source(s): {new[:10]}")
+        return new
+
+    def training_inputs(self, adata, batch_key="__model__", modalities=None, min_gene_overlap=None,
+                        default_source: str = "query"):
+        """Align ``adata`` to the model for further training, adding slots for new sources.
+
+        ``batch_key`` defaults to the training key; ``None`` puts every cell in one source
+        named ``default_source``. Unseen sources get their own BatchNorm slots
+        (:meth:`add_sources`). Returns ``(CellInputs, modality list)``.
+        """
+        import warnings
+
+        key = self.batch_key if batch_key == "__model__" else batch_key
+        if self.batch_key is not None:
+            if key is None:
+                labels = np.full(adata.n_obs, str(default_source), dtype=object)
+            else:
+                if key not in adata.obs:
+                    raise KeyError(f"batch_key {key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)[:20]})")
+                if adata.obs[key].isna().any():
+                    raise ValueError(f"the batch/source column {key!r} has missing values; fill them first")
+                labels = adata.obs[key].astype(str).to_numpy()
+            self.add_sources(pd.unique(labels))
+        quiet = self.batch_key is not None and key is None
+        was_disabled = log.disabled
+        with warnings.catch_warnings():
+            if quiet:  # every cell goes to the new source ``default_source``: not an "unseen source"
+                warnings.simplefilter("ignore", UserWarning)
+                log.disabled = True
+            try:
+                inputs, mods, _ = self._query_inputs(adata, modalities, key, min_gene_overlap)
+            finally:
+                log.disabled = was_disabled
+        if self.batch_key is not None:
+            codes, _ = encode_sources(labels, self.sources)
+            inputs = CellInputs(inputs.matrices, codes.astype(np.int32), inputs.reports)
+        return inputs, mods
+
+    def set_training_data(self, adata, batch_key="__model__", min_gene_overlap=None, default_source: str = "query") -> list:
+        """Re-target the model onto new training cells (e.g. a query for unsupervised fine-tuning).
+
+        The cells are aligned to the model's vocabulary (all modalities needed), sources new
+        to the model get BatchNorm slots (:meth:`add_sources`), and a following
+        :meth:`train` continues contrastive training from the current weights on these
+        cells only. Returns the list of source labels that were added.
+        """
+        before = list(self.sources)
+        self._train_inputs, _ = self.training_inputs(adata, batch_key, None, min_gene_overlap, default_source)
+        return [s for s in self.sources if s not in before]
+
+    @classmethod
+    def finetune_query(cls, reference_model_dir, query_adata, output_dir, **kwargs) -> "Concerto":
+        """Query-to-reference mapping mode (b); see :func:`concerto_core.finetune.finetune_query`."""
+        from .finetune import finetune_query
+
+        return finetune_query(reference_model_dir, query_adata, output_dir, **kwargs)
