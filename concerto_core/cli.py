@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("pretrain", help="contrastive pretraining on an .h5ad; writes a model directory",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pre.add_argument("--input", required=True, help="training cells (.h5ad; X log-normalised, var_names = genes)")
+    pre.add_argument("--input", required=True, help="training cells (.h5ad; X log-normalised, var_names = genes), or a shard directory with --shards")
     pre.add_argument("--output", required=True, help="model directory to write")
     pre.add_argument("--batch-key", default=None, help="obs column with the source/batch (source-aware BatchNorm)")
     pre.add_argument("--layer", default=None, help="use adata.layers[LAYER] instead of X for RNA")
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--authors-code-variant", action="store_true",
                      help="use the released code's architecture (tanh after pooling, value BatchNorm, 2-layer student, dropout 0.1)")
     pre.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads (default: all)")
+    pre.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
+                     help="tf.distribute: 'mirrored' = all local GPUs, 'multiworker' = machines listed in TF_CONFIG")
+    pre.add_argument("--shards", action="store_true",
+                     help="--input is a sharded dataset directory (streamed, for data larger than memory)")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
 
     emb = sub.add_parser("embed", help="embed cells with a trained model; writes an .h5ad with obsm[KEY]",
@@ -95,13 +99,16 @@ def main(argv=None) -> int:
         out = Path(args.output)
         if (out / "manifest.json").exists() and not args.overwrite:
             raise SystemExit(f"{out} already holds a model; pass --overwrite to replace it")
-        adata = _read_h5ad(args.input)
         hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_end=args.lr_end,
                      dropout=args.dropout, temperature=args.temperature, embedding_dim=args.embedding_dim, seed=args.seed)
         if args.authors_code_variant:
             hyper.update(tanh_after_pooling=True, value_batchnorm=True, student_hidden_layers=1, dropout=0.1)
-        model = Concerto(adata, batch_key=args.batch_key, modalities=_modalities(args.modality), layer=args.layer, **hyper)
-        model.train(checkpoint_dir=args.checkpoint_dir)
+        if args.shards:
+            model = Concerto.from_shards(args.input, batch_key=args.batch_key, **hyper)
+        else:
+            adata = _read_h5ad(args.input)
+            model = Concerto(adata, batch_key=args.batch_key, modalities=_modalities(args.modality), layer=args.layer, **hyper)
+        model.train(checkpoint_dir=args.checkpoint_dir, strategy=args.strategy)
         model.save(out, overwrite=args.overwrite)
         print(json.dumps({"model": str(out), "history": model.history}), file=sys.stdout)
         return 0

@@ -109,21 +109,36 @@ class SourceAwareBatchNorm(keras.layers.Layer):
         slots = self.n_sources + 1  # + fallback slot for unseen sources
         self.gamma = self.add_weight(name="gamma", shape=(self.n_features,), initializer="ones")
         self.beta = self.add_weight(name="beta", shape=(self.n_features,), initializer="zeros")
+        # Statistics are synchronised across replicas, so every replica holds the same values.
         self.moving_mean = self.add_weight(
-            name="moving_mean", shape=(slots, self.n_features), initializer="zeros", trainable=False
+            name="moving_mean", shape=(slots, self.n_features), initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
         )
         self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(slots, self.n_features), initializer="ones", trainable=False
+            name="moving_variance", shape=(slots, self.n_features), initializer="ones", trainable=False,
+            aggregation="only_first_replica",
         )
 
     def batch_moments(self, x, onehot):
-        """Per-source mean and variance (S, F) of ``x`` (B, F) and cell counts (S,)."""
+        """Per-source mean and variance (S, F) of ``x`` (B, F) and cell counts (S,).
+
+        Under a tf.distribute strategy with several replicas the sums are all-reduced, so
+        the statistics are those of each source's cells in the *global* mini-batch (the same
+        as on one device with the same global batch).
+        """
+        ctx = tf.distribute.get_replica_context()
+        sync = ctx is not None and ctx.num_replicas_in_sync > 1
         counts = tf.reduce_sum(onehot, axis=0)
+        sums = tf.matmul(onehot, x, transpose_a=True)
+        if sync:
+            counts, sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [counts, sums])
         denom = tf.maximum(counts, 1.0)[:, None]
-        mean = tf.matmul(onehot, x, transpose_a=True) / denom
+        mean = sums / denom
         centred = x - tf.matmul(onehot, mean)
-        var = tf.matmul(onehot, tf.square(centred), transpose_a=True) / denom
-        return mean, var, counts
+        squares = tf.matmul(onehot, tf.square(centred), transpose_a=True)
+        if sync:
+            squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, squares)
+        return mean, squares / denom, counts
 
     def call(self, x, source, training=False):
         """``x``: (B, F) float; ``source``: (B,) int in [0, n_sources] (n_sources = fallback)."""

@@ -22,12 +22,25 @@ from . import io as model_io
 from .config import ConcertoConfig
 from .data import CellInputs, normalise_modalities, read_modality, spec_to_json
 from .encoding import DEFAULT_MIN_GENE_OVERLAP, GeneVocabulary, encode_sources, looks_like_counts, warn_once
-from .losses import nt_xent_loss
+from .losses import nt_xent_loss_replica
 from .network import ConcertoNetwork
 
 log = logging.getLogger("concerto_core")
 
 UNSEEN_SOURCE_MODES = ("adapt", "pooled")
+
+
+def resolve_strategy(strategy):
+    """None / 'none' -> None; 'mirrored' / 'multiworker' -> a tf.distribute strategy; or pass one."""
+    if strategy is None or strategy in ("none", "default"):
+        return None
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if strategy == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy={strategy!r}; use None, 'mirrored', 'multiworker' or a tf.distribute.Strategy")
 
 
 def _package_version() -> str:
@@ -143,7 +156,7 @@ class Concerto:
 
     # ------------------------------------------------------------------ training
     def train(self, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-              lr_end: float | None = None, checkpoint_dir=None, seed: int | None = None) -> "Concerto":
+              lr_end: float | None = None, checkpoint_dir=None, seed: int | None = None, strategy=None) -> "Concerto":
         """Contrastive pretraining (Methods eqs 7-9) with Adam.
 
         The learning rate decays exponentially from ``lr`` to ``lr_end`` over the
@@ -151,6 +164,13 @@ class Concerto:
         ``ceil(n / batch_size)`` near-equal mini-batches (no cell dropped). With
         ``checkpoint_dir``, weights, optimizer state and progress are saved after every
         epoch and a later call with the same directory resumes from the last epoch.
+
+        ``strategy``: ``None`` (one device; a visible GPU is used automatically),
+        ``'mirrored'`` (all local GPUs), ``'multiworker'`` (several machines, from
+        ``TF_CONFIG``) or a ``tf.distribute.Strategy``. ``batch_size`` stays the *global*
+        batch: it is split across replicas, NT-Xent negatives come from the global batch
+        (embeddings are all-gathered) and source-aware BatchNorm statistics are all-reduced,
+        so training matches one device with the same global batch.
         """
         cfg = self.config.replace(**{k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr,
                                                              lr_end=lr_end, seed=seed).items() if v is not None})
@@ -164,8 +184,23 @@ class Concerto:
         schedule = keras.optimizers.schedules.ExponentialDecay(
             cfg.lr, decay_steps=total_steps, decay_rate=cfg.lr_end / cfg.lr
         )
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
-        optimizer.build(self.network.trainable_variables)
+        strategy = resolve_strategy(strategy)
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        if cfg.batch_size < 2 * replicas:
+            raise ValueError(f"batch_size={cfg.batch_size} is too small for {replicas} replicas (need >= 2 per replica)")
+        plain_network = self.network
+        if strategy is not None:
+            # Mirrored copies of the current weights, created in the strategy's scope.
+            with strategy.scope():
+                self.network = self._build_network()
+                current = model_io.model_variables(plain_network, True)
+                for path, target in model_io.model_variables(self.network, True).items():
+                    target.assign(current[path].numpy())
+                optimizer = keras.optimizers.Adam(learning_rate=schedule)
+                optimizer.build(self.network.trainable_variables)
+        else:
+            optimizer = keras.optimizers.Adam(learning_rate=schedule)
+            optimizer.build(self.network.trainable_variables)
         keras.utils.set_random_seed(cfg.seed)
 
         start_epoch = 0
@@ -175,24 +210,41 @@ class Concerto:
 
         network, variables = self.network, self.network.trainable_variables
 
-        @tf.function(input_signature=[self._signature()], reduce_retracing=True)
-        def train_step(batch):
+        def replica_step(batch):
             with tf.GradientTape() as tape:
                 z_t = network.teacher(batch, training=True)
                 z_s = network.student(batch, training=True)
-                loss = nt_xent_loss(z_t, z_s, cfg.temperature)
+                loss = nt_xent_loss_replica(z_t, z_s, cfg.temperature)
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables))
             return loss
+
+        if strategy is None:
+            train_step = tf.function(replica_step, input_signature=[self._signature()], reduce_retracing=True)
+
+            def batches_of(epoch):
+                return self._stream(inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size))
+        else:
+            @tf.function(reduce_retracing=True)
+            def train_step(dist_batch):
+                per_replica = strategy.run(replica_step, args=(dist_batch,))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+            def batches_of(epoch):
+                # Every worker builds the same global batch (same seed) and keeps its replicas' slices.
+                for batch in inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size):
+                    parts = np.array_split(np.arange(len(batch["source"])), replicas)
+                    yield strategy.experimental_distribute_values_from_function(
+                        lambda ctx, b=batch, p=parts: {k: v[p[ctx.replica_id_in_sync_group]] for k, v in b.items()})
 
         self._say(f"training on {n} cells, {len(self.sources)} source(s), modalities "
                   f"{ {m: len(v) for m, v in self.vocabularies.items()} }, {steps} steps/epoch, "
                   f"epochs {start_epoch + 1}..{cfg.epochs}")
         for epoch in range(start_epoch, cfg.epochs):
             t0, losses, last_print, done = time.perf_counter(), [], time.perf_counter(), 0
-            for batch in self._stream(inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size)):
+            for batch in batches_of(epoch):
                 losses.append(float(train_step(batch)))
-                done += int(batch["source"].shape[0])
+                done = min(n, done + cfg.batch_size) if strategy is not None else done + int(batch["source"].shape[0])
                 if time.perf_counter() - last_print > 30:
                     last_print = time.perf_counter()
                     self._say(f"  epoch {epoch + 1}: {done}/{n} cells, loss {np.mean(losses[-50:]):.4f}, "
@@ -206,6 +258,13 @@ class Concerto:
                       f"{record['cells_per_s']:.0f} cells/s")
             if ckpt is not None:
                 self._write_checkpoint(ckpt, optimizer)
+        if strategy is not None:
+            # Back to an ordinary network (one copy of each weight) for statistics, embedding, saving.
+            trained = model_io.model_variables(self.network, True)
+            for path, target in model_io.model_variables(plain_network, True).items():
+                target.assign(trained[path].numpy())
+            self.network = plain_network
+            self.__dict__.pop("_fn_cache", None)
         if cfg.precise_bn:
             self._precise_batchnorm(inputs)
         self._reset_fallback_statistics()
