@@ -1,0 +1,46 @@
+# One-command install and run.  `make run` = setup + the default (offline) workflow;
+# `make test` = setup + the test suite (what CI runs through .ci/run).
+# Setup is idempotent: it re-runs only when envs/requirements.txt or pyproject.toml change.
+PYTHON ?= python3.11
+VENV   ?= .venv
+CORES  ?= all
+WITH_R ?= 1
+HASH   := $(shell cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.setup-$(HASH)
+R_STAMP := $(VENV)/.r-setup-attempted
+
+.PHONY: setup run test lint dryrun report clean-results
+setup: $(STAMP) $(R_STAMP)
+
+$(STAMP):
+	@if ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
+		echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	$(VENV)/bin/python -m pip install --upgrade --quiet pip
+	$(VENV)/bin/python -m pip install --quiet -r envs/requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@rm -f $(VENV)/.setup-*
+	@touch $@
+
+# R competitors (Seurat, SingleR) are optional: failure is reported, not fatal. Attempted
+# once per requirements hash; `rm .venv/.r-setup-attempted` to try again.
+$(R_STAMP): $(STAMP)
+	@if [ "$(WITH_R)" = "1" ]; then bash envs/install_r.sh $(VENV); else echo "WITH_R=0: skipping R"; fi
+	@touch $@
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: setup
+	$(VENV)/bin/python -m pytest -ra --durations=10
+
+lint: setup
+	$(VENV)/bin/snakemake --lint
+
+dryrun: setup
+	$(VENV)/bin/snakemake -n
+
+report: setup
+	$(VENV)/bin/snakemake --report results/report.zip
+
+clean-results:
+	find results -mindepth 1 ! -name README.md -exec rm -rf {} +
