@@ -41,6 +41,11 @@ class ConcertoConfig:
         slowly when an epoch has few steps).
     batch_size
         Cells per mini-batch. 256 by default for speed; the paper used 32.
+    source_batches
+        With a batch key, draw every mini-batch from a single source ("BatchNorm is only
+        conducted within cells from the same source"); negatives then share the anchor's
+        source, so source identity cannot help tell cells apart. False: mixed batches with
+        per-source statistics inside each batch.
     epochs
         Passes over the training cells (paper: 3).
     lr, lr_end
@@ -63,6 +68,7 @@ class ConcertoConfig:
     bn_epsilon: float = 1e-3
     precise_bn: bool = True
     batch_size: int = 256
+    source_batches: bool = False
     epochs: int = 3
     lr: float = 1e-3
     lr_end: float = 1e-4

@@ -96,15 +96,28 @@ class CellInputs:
             out[f"{m}_idx"], out[f"{m}_val"], out[f"{m}_len"] = idx, val, length
         return out
 
-    def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None):
-        """Shuffled mini-batches of one epoch: ceil(n / batch_size) near-equal batches, every cell once."""
-        n = self.n_cells
-        steps = max(1, math.ceil(n / batch_size))
-        if n < 2 * steps:  # keep >= 2 cells per batch for the contrastive loss
-            steps = max(1, n // 2)
+    def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None, by_source: bool = False):
+        """Shuffled mini-batches of one epoch; every cell exactly once, none dropped.
+
+        ``by_source=False``: ``ceil(n / batch_size)`` near-equal batches of mixed sources.
+        ``by_source=True``: each batch holds cells of one source only (each source split into
+        near-equal batches, batch order shuffled), so BatchNorm statistics and contrastive
+        negatives come from a single source.
+        """
         rng = np.random.default_rng([seed, epoch])
-        for rows in np.array_split(rng.permutation(n), steps):
-            yield self.batch(rows, modalities)
+        groups = [np.arange(self.n_cells)]
+        if by_source:
+            groups = [np.flatnonzero(self.source == s) for s in np.unique(self.source)]
+        batches = []
+        for cells in groups:
+            n = len(cells)
+            steps = max(1, math.ceil(n / batch_size))
+            if n < 2 * steps:  # keep >= 2 cells per batch for the contrastive loss
+                steps = max(1, n // 2)
+            batches.extend(np.array_split(cells[rng.permutation(n)], steps))
+        order = rng.permutation(len(batches)) if by_source else np.arange(len(batches))
+        for i in order:
+            yield self.batch(batches[i], modalities)
 
     def iter_ordered(self, batch_size: int, modalities=None, rows=None):
         """(row indices, batch) in order, for embedding and statistics."""

@@ -209,6 +209,7 @@ class Concerto:
             start_epoch = self._restore_checkpoint(ckpt, optimizer)
 
         network, variables = self.network, self.network.trainable_variables
+        by_source = bool(cfg.source_batches and self.batch_key is not None)
 
         def replica_step(batch):
             with tf.GradientTape() as tape:
@@ -223,7 +224,7 @@ class Concerto:
             train_step = tf.function(replica_step, input_signature=[self._signature()], reduce_retracing=True)
 
             def batches_of(epoch):
-                return self._stream(inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size))
+                return self._stream(inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size, by_source=by_source))
         else:
             @tf.function(reduce_retracing=True)
             def train_step(dist_batch):
@@ -232,7 +233,7 @@ class Concerto:
 
             def batches_of(epoch):
                 # Every worker builds the same global batch (same seed) and keeps its replicas' slices.
-                for batch in inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size):
+                for batch in inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size, by_source=by_source):
                     parts = np.array_split(np.arange(len(batch["source"])), replicas)
                     yield strategy.experimental_distribute_values_from_function(
                         lambda ctx, b=batch, p=parts: {k: v[p[ctx.replica_id_in_sync_group]] for k, v in b.items()})

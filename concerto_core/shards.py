@@ -190,8 +190,11 @@ class ShardedCells:
         return {"source": source[rows], f"{self.modality}_idx": idx, f"{self.modality}_val": val,
                 f"{self.modality}_len": length}
 
-    def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None):
+    def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None, by_source: bool = False):
         """Shuffled mini-batches covering every cell once: random blocks pooled per window."""
+        if by_source:
+            raise ValueError("source_batches=True (single-source mini-batches) is not supported for sharded input; "
+                             "write one shard directory per source or use mixed batches")
         rng = np.random.default_rng([seed, epoch, 7])
         blocks = self.blocks()
         order = rng.permutation(len(blocks))

@@ -26,3 +26,12 @@ def simulate_groups(n_cells=600, n_genes=300, n_groups=5, n_batches=2, seed=0, b
     adata.obs["group"] = pd.Categorical([f"type{g}" for g in groups])
     adata.obs["batch"] = pd.Categorical([f"batch{b}" for b in batches])
     return adata
+
+
+def shared_data_dir():
+    """Folder of the small real datasets: $CONCERTO_SHARED_DATA, else <repo>/../shared/data."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("CONCERTO_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"

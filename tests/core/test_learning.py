@@ -8,11 +8,11 @@ import pytest
 from sklearn.decomposition import TruncatedSVD
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
-from synthetic_data import simulate_groups
+from synthetic_data import shared_data_dir, simulate_groups
 
 from concerto_core import Concerto, ConcertoConfig
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = shared_data_dir()
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, k=5):
@@ -46,7 +46,7 @@ def test_embedding_separates_groups_on_held_out_cells():
 def test_pbmc3k_real_data():
     path = SHARED / "pbmc3k_labeled.h5ad"
     if not path.exists():
-        pytest.skip(f"real-data check skipped: {path} not found (needs ../shared/data)")
+        pytest.skip(f"real-data check skipped: {path} not found (needs <repo>/../shared/data or $CONCERTO_SHARED_DATA)")
     adata = ad.read_h5ad(path)
     labels = adata.obs["classified"].astype(str).to_numpy()
     accs, accs_pca = [], []

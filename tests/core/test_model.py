@@ -295,3 +295,23 @@ def test_cli_pretrain_and_embed(tmp_path):
     assert bad.returncode != 0 and "does not exist" in bad.stderr
     helptext = subprocess.run(exe + ["pretrain", "--help"], capture_output=True, text=True).stdout
     assert "--batch-key" in helptext and "--checkpoint-dir" in helptext
+
+
+def test_source_batches_hold_one_source_each(monkeypatch):
+    from concerto_core.data import CellInputs
+
+    adata = simulate_groups(n_cells=150, n_genes=30)
+    cfg = ConcertoConfig(embedding_dim=8, batch_size=32, epochs=1, precise_bn=False, source_batches=True)
+    model = Concerto(adata, batch_key="batch", config=cfg, verbose=False)
+    seen = []
+    original = CellInputs.batch
+
+    def record(self, rows, modalities=None):
+        seen.append(np.array(rows))
+        return original(self, rows, modalities)
+
+    monkeypatch.setattr(CellInputs, "batch", record)
+    model.train()
+    codes = model._train_inputs.source
+    assert sorted(np.concatenate(seen).tolist()) == list(range(150))
+    assert all(len(np.unique(codes[rows])) == 1 for rows in seen)

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from synthetic_data import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = shared_data_dir()
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.realdata,
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent (needs <repo>/../shared/data)"),
+    pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent (needs <repo>/../shared/data or $CONCERTO_SHARED_DATA)"),
 ]
 
 
