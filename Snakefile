@@ -41,6 +41,7 @@ include: "rules/concerto.smk"
 include: "rules/competitors.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
+include: "rules/benchmarks.smk"
 
 
 rule all:

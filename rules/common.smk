@@ -46,8 +46,15 @@ def mapping_targets():
     return out
 
 
+def benchmark_targets():
+    out = []
+    if config["benchmarks"]["scale"]["enabled"]:
+        out += ["results/benchmarks/scale.json", "results/figures/scale_benchmark.png"]
+    return out
+
+
 def all_targets(wildcards):
-    targets = integration_targets() + mapping_targets()
+    targets = integration_targets() + mapping_targets() + benchmark_targets()
     targets += [f"results/runtimes.tsv", f"results/figures/runtimes.png", f"results/config_used.yaml"]
     return sorted(set(targets))
 

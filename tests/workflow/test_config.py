@@ -29,7 +29,7 @@ def test_default_config_valid_and_planned(cfg):
 def test_schema_fills_defaults():
     c = {"datasets": {"pancreas": {"source": "standin"}}, "experiments": {}}
     validate(c, str(REPO / "rules" / "config.schema.yaml"))
-    assert c["metrics"]["kbet_k"] == 15 and c["concerto"]["epochs"] == 3
+    assert c["metrics"]["kbet_k"] == 15 and c["concerto"]["epochs"] == 5 and c["concerto"]["batch_size"] == 64
     assert c["experiments"]["integration"]["methods"] == ["concerto", "pca"]
 
 
