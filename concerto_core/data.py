@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .encoding import as_csr, padded_batch
+from .encoding import as_csr, flat_batch
 
 #: Where a modality's matrix lives: "X", "layer:<name>", "obsm:<key>[:<uns key with names>]".
 DEFAULT_MODALITIES = {"rna": "X"}
@@ -92,8 +92,8 @@ class CellInputs:
         """Numpy mini-batch dict for the network (see :mod:`concerto_core.network`)."""
         out = {"source": self.source[rows]}
         for m in modalities or self.matrices:
-            idx, val, length = padded_batch(self.matrices[m], rows)
-            out[f"{m}_idx"], out[f"{m}_val"], out[f"{m}_len"] = idx, val, length
+            idx, val, row, length = flat_batch(self.matrices[m], rows)
+            out[f"{m}_idx"], out[f"{m}_val"], out[f"{m}_row"], out[f"{m}_len"] = idx, val, row, length
         return out
 
     def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None, by_source: bool = False):
@@ -138,6 +138,21 @@ class CellInputs:
         n = max(len(rows), 1)
         mean = total / n
         return mean, np.maximum(total_sq / n - mean**2, 0.0)
+
+
+def slice_cells(batch: dict, start: int, stop: int) -> dict:
+    """Cells [start, stop) of a flat batch (per-cell arrays sliced, per-entry arrays re-indexed)."""
+    out = {"source": batch["source"][start:stop]}
+    for key in batch:
+        if key.endswith("_len"):
+            m = key[: -len("_len")]
+            row = batch[f"{m}_row"]
+            lo, hi = np.searchsorted(row, [start, stop])  # rows are sorted
+            out[f"{m}_idx"] = batch[f"{m}_idx"][lo:hi]
+            out[f"{m}_val"] = batch[f"{m}_val"][lo:hi]
+            out[f"{m}_row"] = (row[lo:hi] - start).astype(np.int32)
+            out[key] = batch[key][start:stop]
+    return out
 
 
 def empty_like_modality(n_cells: int, n_features: int) -> sp.csr_matrix:

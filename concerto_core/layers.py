@@ -56,28 +56,30 @@ class AttentionPooling(keras.layers.Layer):
         self.attention_bias = self.add_weight(name="attention_bias", shape=(self.dim,), initializer="zeros")
         self.context = self.add_weight(name="context_vector", shape=(self.dim,), initializer="glorot_uniform")
 
-    def scores(self, idx, val, length):
-        """Masked attention logits (B, L) and the gathered embeddings (B, L, d)."""
-        emb = gather_rows(tf.convert_to_tensor(self.embedding), idx)  # (B, L, d)
-        v = val[..., None]
+    def call(self, idx, val, row, length, return_attention: bool = False):
+        """Pool one modality of a flat batch.
+
+        ``idx``/``val``/``row``: (nnz,) feature index, value and cell position of every
+        expressed feature (``row`` sorted); ``length``: (B,) features per cell.
+        Returns pooled ``s`` (B, d) and, optionally, attention ``alpha`` (nnz,) summing to
+        1 within each cell. The softmax runs over each cell's own features only.
+        """
+        n_cells = tf.shape(length)[0]
+        emb = gather_rows(tf.convert_to_tensor(self.embedding), idx)  # (nnz, d)
+        v = val[:, None]
         if self.factorized:
             projected = tf.matmul(self.embedding, self.attention_kernel)  # (V, d), once per call
             pre = v * gather_rows(projected, idx) + self.attention_bias
         else:
             pre = tf.matmul(v * emb, self.attention_kernel) + self.attention_bias
-        u = tf.tanh(pre)
-        logits = tf.linalg.matvec(u, self.context)  # (B, L)
-        mask = tf.sequence_mask(length, maxlen=tf.shape(idx)[1])
-        # A large negative (not -inf) keeps cells with no expressed gene finite.
-        logits = tf.where(mask, logits, tf.constant(-1e9, logits.dtype))
-        return logits, emb, mask
-
-    def call(self, idx, val, length, return_attention: bool = False):
-        logits, emb, mask = self.scores(idx, val, length)
-        alpha = tf.nn.softmax(logits, axis=-1)  # subtracts the max: numerically stable
-        alpha = alpha * tf.cast(mask, alpha.dtype)
-        # s = sum_i alpha_i v_i e_i: a batched vector-matrix product, no (B, L, d) product kept.
-        pooled = tf.einsum("bl,bld->bd", alpha * val, emb)
+        logits = tf.linalg.matvec(tf.tanh(pre), self.context)  # (nnz,)
+        # Softmax per cell; subtracting the cell's max is exact (shift invariance) and stable.
+        top = tf.stop_gradient(tf.math.unsorted_segment_max(logits, row, n_cells))
+        weights = tf.exp(logits - tf.gather(top, row))
+        alpha = weights / tf.gather(tf.math.unsorted_segment_sum(weights, row, n_cells), row)
+        pooled = tf.math.segment_sum((alpha * val)[:, None] * emb, row)  # rows sorted: fast kernel
+        # segment_sum stops at the last cell with a feature; cells after it pool to zero.
+        pooled = tf.pad(pooled, [[0, n_cells - tf.shape(pooled)[0]], [0, 0]])
         if return_attention:
             return pooled, alpha
         return pooled

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from . import io as model_io
 from .config import ConcertoConfig
-from .data import CellInputs, normalise_modalities, read_modality, spec_to_json
+from .data import CellInputs, normalise_modalities, read_modality, slice_cells, spec_to_json
 from .encoding import DEFAULT_MIN_GENE_OVERLAP, GeneVocabulary, encode_sources, looks_like_counts, warn_once
 from .losses import nt_xent_loss_replica
 from .network import ConcertoNetwork
@@ -122,16 +122,17 @@ class Concerto:
         # Build every layer with a one-cell dummy batch so weights exist before loading.
         dummy = {"source": np.zeros(2, np.int32)}
         for m in self.modalities:
-            dummy.update({f"{m}_idx": np.zeros((2, 1), np.int32), f"{m}_val": np.zeros((2, 1), np.float32),
-                          f"{m}_len": np.ones(2, np.int32)})
+            dummy.update({f"{m}_idx": np.zeros(2, np.int32), f"{m}_val": np.zeros(2, np.float32),
+                          f"{m}_row": np.arange(2, dtype=np.int32), f"{m}_len": np.ones(2, np.int32)})
         net(dummy, training=False)
         return net
 
     def _signature(self, modalities=None) -> dict:
         sig = {"source": tf.TensorSpec([None], tf.int32)}
         for m in modalities or self.modalities:
-            sig[f"{m}_idx"] = tf.TensorSpec([None, None], tf.int32)
-            sig[f"{m}_val"] = tf.TensorSpec([None, None], tf.float32)
+            sig[f"{m}_idx"] = tf.TensorSpec([None], tf.int32)
+            sig[f"{m}_val"] = tf.TensorSpec([None], tf.float32)
+            sig[f"{m}_row"] = tf.TensorSpec([None], tf.int32)
             sig[f"{m}_len"] = tf.TensorSpec([None], tf.int32)
         return sig
 
@@ -234,9 +235,10 @@ class Concerto:
             def batches_of(epoch):
                 # Every worker builds the same global batch (same seed) and keeps its replicas' slices.
                 for batch in inputs.iter_epoch(epoch, cfg.seed, cfg.batch_size, by_source=by_source):
-                    parts = np.array_split(np.arange(len(batch["source"])), replicas)
+                    bounds = np.cumsum([0] + [len(p) for p in np.array_split(np.arange(len(batch["source"])), replicas)])
                     yield strategy.experimental_distribute_values_from_function(
-                        lambda ctx, b=batch, p=parts: {k: v[p[ctx.replica_id_in_sync_group]] for k, v in b.items()})
+                        lambda ctx, b=batch, e=bounds: slice_cells(b, e[ctx.replica_id_in_sync_group],
+                                                                   e[ctx.replica_id_in_sync_group + 1]))
 
         self._say(f"training on {n} cells, {len(self.sources)} source(s), modalities "
                   f"{ {m: len(v) for m, v in self.vocabularies.items()} }, {steps} steps/epoch, "
@@ -608,16 +610,14 @@ class Concerto:
                 alphas = fn(batch)
                 for m in mods:
                     a = alphas[m].numpy()
-                    idx, length = batch[f"{m}_idx"].numpy(), batch[f"{m}_len"].numpy()
-                    mask = np.arange(a.shape[1])[None, :] < length[:, None]
-                    if top_k is not None and top_k < a.shape[1]:
-                        a_masked = np.where(mask, a, -1.0)
-                        keep = np.argpartition(-a_masked, top_k - 1, axis=1)[:, :top_k]
-                        sel = np.zeros_like(mask)
-                        np.put_along_axis(sel, keep, True, axis=1)
-                        mask &= sel
-                    r, c = np.nonzero(mask)
-                    parts[m].append((part[r], idx[r, c], a[r, c]))
+                    idx, row = batch[f"{m}_idx"].numpy(), batch[f"{m}_row"].numpy()
+                    if top_k is not None:
+                        # Rank within each cell: sort by (cell, -alpha), position minus cell start.
+                        order = np.lexsort((-a, row))
+                        starts = np.searchsorted(row[order], row[order], side="left")
+                        keep = order[(np.arange(len(order)) - starts) < top_k]
+                        a, idx, row = a[keep], idx[keep], row[keep]
+                    parts[m].append((part[row], idx, a))
 
         self._with_unseen_sources(inputs, mods, unseen, unseen_source, run)
         out = {}

@@ -2,8 +2,9 @@
 
 A mini-batch is a dict of tensors:
 
-* ``"<m>_idx"`` (B, L_m) int32 and ``"<m>_val"`` (B, L_m) float32: the expressed features
-  of modality ``m`` and their values, padded; ``"<m>_len"`` (B,) int32 their numbers;
+* ``"<m>_idx"``, ``"<m>_val"``, ``"<m>_row"`` (nnz_m,): feature index (int32), value
+  (float32) and cell position (int32, sorted) of every expressed feature of modality ``m``
+  (flat, no padding); ``"<m>_len"`` (B,) int32 the number of features per cell;
 * ``"source"`` (B,) int32: the source (batch) slot of each cell.
 
 Teacher (eqs 1-6, 11): per modality gene-embedding attention pooling, summed over
@@ -52,11 +53,9 @@ class ConcertoNetwork(keras.Model):
 
     def dense_values(self, batch, m):
         """Scatter a modality's padded (idx, val) into its (B, V) count vector."""
-        idx, val = batch[f"{m}_idx"], batch[f"{m}_val"]
-        b = tf.shape(idx)[0]
-        rows = tf.broadcast_to(tf.range(b)[:, None], tf.shape(idx))
-        coords = tf.stack([rows, idx], axis=-1)
-        return tf.scatter_nd(coords, val, shape=tf.stack([b, self.vocab_sizes[m]]))
+        coords = tf.stack([batch[f"{m}_row"], batch[f"{m}_idx"]], axis=-1)
+        b = tf.shape(batch[f"{m}_len"])[0]
+        return tf.scatter_nd(coords, batch[f"{m}_val"], shape=tf.stack([b, self.vocab_sizes[m]]))
 
     def teacher_values(self, batch, m, training=False):
         """The per-gene values the teacher scales embeddings by (optionally BatchNormed)."""
@@ -64,9 +63,7 @@ class ConcertoNetwork(keras.Model):
         if not self.config.value_batchnorm:
             return val
         dense = self.layer_of(f"teacher_{m}_value_bn")(self.dense_values(batch, m), batch["source"], training=training)
-        normed = tf.gather(dense, batch[f"{m}_idx"], batch_dims=1)
-        mask = tf.sequence_mask(batch[f"{m}_len"], maxlen=tf.shape(val)[1], dtype=val.dtype)
-        return normed * mask
+        return tf.gather_nd(dense, tf.stack([batch[f"{m}_row"], batch[f"{m}_idx"]], axis=-1))
 
     # -- forward passes --------------------------------------------------------------------
     def present(self, batch):
@@ -79,7 +76,7 @@ class ConcertoNetwork(keras.Model):
         for m in self.present(batch):
             layer = self.layer_of(f"teacher_{m}_attention")
             out = layer(
-                batch[f"{m}_idx"], self.teacher_values(batch, m, training), batch[f"{m}_len"],
+                batch[f"{m}_idx"], self.teacher_values(batch, m, training), batch[f"{m}_row"], batch[f"{m}_len"],
                 return_attention=return_attention,
             )
             if return_attention:

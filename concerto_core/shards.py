@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .encoding import GeneVocabulary, as_csr, encode_sources, padded_batch
+from .encoding import GeneVocabulary, as_csr, encode_sources, flat_batch
 
 FORMAT = "concerto-shards"
 VERSION = 1
@@ -186,9 +186,9 @@ class ShardedCells:
         return log1p_cp10k(X) if self.transform == "log1p_cp10k" else X
 
     def _batch(self, X, rows, source):
-        idx, val, length = padded_batch(X, rows)
-        return {"source": source[rows], f"{self.modality}_idx": idx, f"{self.modality}_val": val,
-                f"{self.modality}_len": length}
+        idx, val, row, length = flat_batch(X, rows)
+        m = self.modality
+        return {"source": source[rows], f"{m}_idx": idx, f"{m}_val": val, f"{m}_row": row, f"{m}_len": length}
 
     def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None, by_source: bool = False):
         """Shuffled mini-batches covering every cell once: random blocks pooled per window."""
@@ -221,15 +221,10 @@ class ShardedCells:
         if carry_X is not None and carry_X.shape[0]:
             if pending is not None and carry_X.shape[0] < 2:
                 # Merge a remainder too small for the contrastive loss into the held-back batch.
-                merged = {}
                 tail = self._batch(carry_X, np.arange(carry_X.shape[0]), carry_src)
-                L = max(pending[f"{self.modality}_idx"].shape[1], tail[f"{self.modality}_idx"].shape[1])
-                for key, value in pending.items():
-                    other = tail[key]
-                    if value.ndim == 2:
-                        value = np.pad(value, ((0, 0), (0, L - value.shape[1])))
-                        other = np.pad(other, ((0, 0), (0, L - other.shape[1])))
-                    merged[key] = np.concatenate([value, other])
+                m = self.modality
+                tail[f"{m}_row"] = tail[f"{m}_row"] + len(pending["source"])
+                merged = {key: np.concatenate([value, tail[key]]) for key, value in pending.items()}
                 pending = merged
             else:
                 if pending is not None:

@@ -4,19 +4,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from concerto_core.encoding import padded_batch
+from concerto_core.encoding import flat_batch
 from concerto_core.layers import AttentionPooling, SourceAwareBatchNorm
 from concerto_core.losses import nt_xent_loss
 
 
 def _random_cells(rng, n=6, vocab=40, max_len=12):
-    idx = np.zeros((n, max_len), np.int32)
-    val = np.zeros((n, max_len), np.float32)
+    """Flat (idx, val, row, length) of n cells with 1..max_len distinct expressed genes each."""
     length = rng.integers(1, max_len + 1, n).astype(np.int32)
-    for i, L in enumerate(length):
-        idx[i, :L] = rng.choice(vocab, L, replace=False)
-        val[i, :L] = rng.gamma(1.0, 1.0, L)
-    return idx, val, length
+    idx = np.concatenate([rng.choice(vocab, L, replace=False) for L in length]).astype(np.int32)
+    val = rng.gamma(1.0, 1.0, int(length.sum())).astype(np.float32)
+    row = np.repeat(np.arange(n, dtype=np.int32), length)
+    return idx, val, row, length
 
 
 def _pair(dtype, vocab=40, dim=16):
@@ -31,51 +30,57 @@ def _pair(dtype, vocab=40, dim=16):
 def test_factorised_attention_equals_naive(dtype, tol):
     rng = np.random.default_rng(0)
     fact, naive = _pair(dtype)
-    idx, val, length = _random_cells(rng)
+    idx, val, row, length = _random_cells(rng)
     val = val.astype(dtype)
-    s_f, a_f = fact(idx, val, length, return_attention=True)
-    s_n, a_n = naive(idx, val, length, return_attention=True)
+    s_f, a_f = fact(idx, val, row, length, return_attention=True)
+    s_n, a_n = naive(idx, val, row, length, return_attention=True)
     rel = np.linalg.norm(s_f.numpy() - s_n.numpy()) / np.linalg.norm(s_n.numpy())
     assert rel <= tol
     np.testing.assert_allclose(a_f.numpy(), a_n.numpy(), rtol=tol, atol=1e-7)
 
 
-def test_attention_masks_padding_and_sums_to_one():
+def test_attention_is_per_cell_and_sums_to_one():
     rng = np.random.default_rng(1)
     layer = AttentionPooling(40, 8, name="att_mask")
-    idx, val, length = _random_cells(rng, max_len=10)
-    pooled, alpha = layer(idx, val, length, return_attention=True)
-    assert pooled.shape == (6, 8) and alpha.shape == (6, 10)
-    alpha = alpha.numpy()
-    for i, L in enumerate(length):
-        assert np.allclose(alpha[i, L:], 0)
-        assert np.isclose(alpha[i, :L].sum(), 1, atol=1e-5)
-    # More padding (with garbage indices/values in padded slots) changes nothing.
-    idx2 = np.concatenate([idx, rng.integers(0, 40, (6, 7)).astype(np.int32)], 1)
-    val2 = np.concatenate([val, rng.gamma(1, 1, (6, 7)).astype(np.float32)], 1)
-    pooled2 = layer(idx2, val2, length)
-    np.testing.assert_allclose(pooled.numpy(), pooled2.numpy(), rtol=1e-5, atol=1e-6)
+    idx, val, row, length = _random_cells(rng, max_len=10)
+    pooled, alpha = layer(idx, val, row, length, return_attention=True)
+    assert pooled.shape == (6, 8) and alpha.shape == (int(length.sum()),)
+    sums = np.bincount(row, weights=alpha.numpy(), minlength=6)
+    np.testing.assert_allclose(sums, 1, atol=1e-5)
+    # A cell's output depends on its own genes only: pooling cells one at a time agrees.
+    for i in range(6):
+        sel = row == i
+        alone = layer(idx[sel], val[sel], np.zeros(sel.sum(), np.int32), length[i : i + 1])
+        np.testing.assert_allclose(alone.numpy()[0], pooled.numpy()[i], rtol=1e-5, atol=1e-6)
+    # Cells without any expressed gene (also trailing ones) pool to zero, without NaN.
+    row2 = np.where(row >= 3, row + 1, row).astype(np.int32)
+    length2 = np.insert(length, 3, 0).astype(np.int32)
+    length2 = np.append(length2, 0).astype(np.int32)
+    out = layer(idx, val, row2, length2).numpy()
+    assert out.shape == (8, 8) and np.isfinite(out).all()
+    np.testing.assert_array_equal(out[3], 0)
+    np.testing.assert_array_equal(out[7], 0)
 
 
 def test_attention_is_stable_for_large_values():
     layer = AttentionPooling(5, 4, name="att_big")
-    idx = np.array([[0, 1, 2]], np.int32)
-    val = np.array([[1e4, 3e4, 1e3]], np.float32)
-    pooled, alpha = layer(idx, val, np.array([3], np.int32), return_attention=True)
+    idx = np.array([0, 1, 2], np.int32)
+    val = np.array([1e4, 3e4, 1e3], np.float32)
+    pooled, alpha = layer(idx, val, np.zeros(3, np.int32), np.array([3], np.int32), return_attention=True)
     assert np.isfinite(pooled.numpy()).all() and np.isfinite(alpha.numpy()).all()
 
 
-def test_padded_batch_round_trip():
+def test_flat_batch_round_trip():
     import scipy.sparse as sp
 
     rng = np.random.default_rng(2)
     X = sp.random(20, 50, density=0.2, format="csr", random_state=3, dtype=np.float32)
     rows = rng.permutation(20)[:7]
-    idx, val, length = padded_batch(X, rows)
-    assert idx.shape == val.shape and idx.shape[0] == 7 and idx.shape[1] >= length.max()
+    idx, val, row, length = flat_batch(X, rows)
+    assert idx.shape == val.shape == row.shape == (X[rows].nnz,) and (np.diff(row) >= 0).all()
+    np.testing.assert_array_equal(length, np.diff(X[rows].indptr))
     dense = np.zeros((7, 50), np.float32)
-    for i in range(7):
-        dense[i, idx[i, : length[i]]] = val[i, : length[i]]
+    dense[row, idx] = val
     np.testing.assert_array_equal(dense, X[rows].toarray())
 
 
