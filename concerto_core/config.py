@@ -16,7 +16,7 @@ option                      paper       authors' released code
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -54,8 +54,6 @@ class ConcertoConfig:
         rates).
     seed
         Seeds shuffling, dropout masks and initialisation.
-    use_xla
-        Compile the training step with XLA (lengths are bucketed to limit recompiles).
     """
 
     embedding_dim: int = 128
@@ -73,8 +71,6 @@ class ConcertoConfig:
     lr: float = 1e-3
     lr_end: float = 1e-4
     seed: int = 0
-    use_xla: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -7,12 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .encoding import as_csr, flat_batch
-
-#: Where a modality's matrix lives: "X", "layer:<name>", "obsm:<key>[:<uns key with names>]".
-DEFAULT_MODALITIES = {"rna": "X"}
 
 
 def normalise_modalities(modalities, layer=None) -> dict:
@@ -126,19 +122,6 @@ class CellInputs:
             part = rows[i : i + batch_size]
             yield part, self.batch(part, modalities)
 
-    def column_moments(self, m: str, rows: np.ndarray, chunk: int = 65536):
-        """Mean and (biased) variance of each feature over ``rows``, streamed in chunks."""
-        X = self.matrices[m]
-        total = np.zeros(X.shape[1], dtype=np.float64)
-        total_sq = np.zeros(X.shape[1], dtype=np.float64)
-        for start in range(0, len(rows), chunk):
-            part = X[rows[start : start + chunk]]
-            total += np.asarray(part.sum(axis=0)).ravel()
-            total_sq += np.asarray(part.multiply(part).sum(axis=0)).ravel()
-        n = max(len(rows), 1)
-        mean = total / n
-        return mean, np.maximum(total_sq / n - mean**2, 0.0)
-
 
 def slice_cells(batch: dict, start: int, stop: int) -> dict:
     """Cells [start, stop) of a flat batch (per-cell arrays sliced, per-entry arrays re-indexed)."""
@@ -153,7 +136,3 @@ def slice_cells(batch: dict, start: int, stop: int) -> dict:
             out[f"{m}_row"] = (row[lo:hi] - start).astype(np.int32)
             out[key] = batch[key][start:stop]
     return out
-
-
-def empty_like_modality(n_cells: int, n_features: int) -> sp.csr_matrix:
-    return sp.csr_matrix((n_cells, n_features), dtype=np.float32)

@@ -38,19 +38,10 @@ def test_embed_shapes_and_slots(trained):
     assert "X_custom" in adata.obsm
 
 
-def test_every_cell_trained_each_epoch(monkeypatch):
-    from concerto_core.data import CellInputs
-
+def test_every_cell_trained_each_epoch(recorded_batches):
     adata = simulate_groups(n_cells=130, n_genes=50)
     model = Concerto(adata, config=ConcertoConfig(embedding_dim=16, batch_size=64, epochs=2, precise_bn=False), verbose=False)
-    seen = []
-    original = CellInputs.batch
-
-    def record(self, rows, modalities=None):
-        seen.append(np.array(rows))
-        return original(self, rows, modalities)
-
-    monkeypatch.setattr(CellInputs, "batch", record)
+    seen = recorded_batches
     model.train()
     assert len(seen) == 6  # 130 cells at batch 64 -> 3 near-equal batches per epoch, none dropped
     for epoch in (seen[:3], seen[3:]):
@@ -297,20 +288,11 @@ def test_cli_pretrain_and_embed(tmp_path):
     assert "--batch-key" in helptext and "--checkpoint-dir" in helptext
 
 
-def test_source_batches_hold_one_source_each(monkeypatch):
-    from concerto_core.data import CellInputs
-
+def test_source_batches_hold_one_source_each(recorded_batches):
     adata = simulate_groups(n_cells=150, n_genes=30)
     cfg = ConcertoConfig(embedding_dim=8, batch_size=32, epochs=1, precise_bn=False, source_batches=True)
     model = Concerto(adata, batch_key="batch", config=cfg, verbose=False)
-    seen = []
-    original = CellInputs.batch
-
-    def record(self, rows, modalities=None):
-        seen.append(np.array(rows))
-        return original(self, rows, modalities)
-
-    monkeypatch.setattr(CellInputs, "batch", record)
+    seen = recorded_batches
     model.train()
     codes = model._train_inputs.source
     assert sorted(np.concatenate(seen).tolist()) == list(range(150))
