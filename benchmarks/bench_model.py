@@ -55,10 +55,9 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=1)
     args = p.parse_args(argv)
 
-    import tensorflow as tf
+    from concerto_core import set_cpu_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    set_cpu_threads(args.threads)
     from concerto_core import Concerto, ConcertoConfig
 
     t0 = time.perf_counter()

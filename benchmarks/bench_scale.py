@@ -61,10 +61,9 @@ def main(argv=None):
     p.add_argument("--output", default=None, help="write the result rows as JSON here")
     args = p.parse_args(argv)
 
-    import tensorflow as tf
+    from concerto_core import set_cpu_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    set_cpu_threads(args.threads)
     import numpy as np
 
     from concerto_core import Concerto, ConcertoConfig, knn_vote

@@ -15,6 +15,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ sta
 
 from .config import ConcertoConfig  # noqa: E402
 from .encoding import AlignmentReport, GeneVocabulary  # noqa: E402
+from .kernels import set_cpu_threads  # noqa: E402
 from .losses import nt_xent_loss  # noqa: E402
 from .finetune import ClassifierPrediction, ConcertoClassifier, fine_tune, finetune_query, rejection_curves  # noqa: E402
 from .label_transfer import (  # noqa: E402
@@ -36,5 +37,6 @@ __all__ = [
     "apply_rejection", "confidence_distributions", "impute_modality", "per_feature_pearson",
     "top_genes_per_cell", "group_mean_attention",
     "ConcertoClassifier", "ClassifierPrediction", "fine_tune", "finetune_query", "rejection_curves",
+    "set_cpu_threads",
 ]
 __version__ = "0.1.0"

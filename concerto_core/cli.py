@@ -34,11 +34,9 @@ def _read_h5ad(path):
 
 
 def _set_threads(n):
-    if n:
-        import tensorflow as tf
+    from .kernels import set_cpu_threads
 
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+    set_cpu_threads(n)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--checkpoint-dir", default=None, help="save per-epoch checkpoints here and resume from them")
     pre.add_argument("--authors-code-variant", action="store_true",
                      help="use the released code's architecture (tanh after pooling, value BatchNorm, 2-layer student, dropout 0.1)")
-    pre.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads (default: all)")
+    pre.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
     pre.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
                      help="tf.distribute: 'mirrored' = all local GPUs, 'multiworker' = machines listed in TF_CONFIG")
     pre.add_argument("--shards", action="store_true",
@@ -86,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
                      help="BatchNorm of sources unseen in training: own statistics or training average")
     emb.add_argument("--min-gene-overlap", type=float, default=0.5, help="refuse queries sharing fewer vocabulary genes")
-    emb.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads (default: all)")
+    emb.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
     return p
 
 

@@ -54,6 +54,10 @@ class ConcertoConfig:
         rates).
     seed
         Seeds shuffling, dropout masks and initialisation.
+    attention_kernel
+        How the teacher's attention pooling is computed (the model is the same):
+        ``'auto'`` (fused numba CPU kernels on CPU-only machines, TensorFlow where a GPU
+        is visible), ``'numba'`` or ``'tensorflow'``.
     """
 
     embedding_dim: int = 128
@@ -71,6 +75,7 @@ class ConcertoConfig:
     lr: float = 1e-3
     lr_end: float = 1e-4
     seed: int = 0
+    attention_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -88,6 +93,8 @@ class ConcertoConfig:
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("lr", self.lr > 0, "must be > 0"),
             ("lr_end", self.lr_end > 0, "must be > 0"),
+            ("attention_kernel", self.attention_kernel in ("auto", "numba", "tensorflow"),
+             "must be 'auto', 'numba' or 'tensorflow'"),
         ]
         for name, ok, what in checks:
             if not ok:

@@ -9,6 +9,58 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from . import kernels
+
+ATTENTION_KERNELS = ("auto", "numba", "tensorflow")
+
+
+def resolve_attention_kernel(kernel: str) -> str:
+    """``'numba'`` or ``'tensorflow'`` for a requested attention kernel.
+
+    ``'auto'`` takes the fused numba kernels on a CPU-only machine and TensorFlow's graph
+    where a GPU is visible (the numba kernels run on the host only).
+    """
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"attention_kernel={kernel!r}; expected one of {ATTENTION_KERNELS}")
+    if kernel == "numba" and not kernels.HAVE_NUMBA:
+        raise ImportError("attention_kernel='numba' needs the numba package: pip install numba")
+    if kernel == "auto":
+        return "numba" if kernels.HAVE_NUMBA and not tf.config.list_logical_devices("GPU") else "tensorflow"
+    return kernel
+
+
+def fused_attention_pooling(emb, projected, bias, context, idx, val, row, length):
+    """Pooled (B, d) and attention (nnz,) of a flat batch via the numba kernels.
+
+    Same function and gradients as the TensorFlow graph of :class:`AttentionPooling`
+    (factorised path), including the gradient with respect to the values.
+    """
+    d = emb.shape[-1]
+    splits = tf.concat([tf.zeros([1], length.dtype), tf.cumsum(length)], axis=0)
+
+    @tf.custom_gradient
+    def pool(emb, projected, bias, context, val):
+        pooled, alpha = tf.numpy_function(
+            kernels.attention_forward, [projected, emb, bias, context, idx, val, splits],
+            [tf.float32, tf.float32], stateful=False, name="fused_attention_forward")
+        pooled.set_shape([length.shape[0], d])
+        alpha.set_shape(idx.shape)
+
+        def grad(dpooled, dalpha):
+            dpooled = tf.zeros_like(pooled) if dpooled is None else dpooled
+            dalpha = tf.zeros_like(alpha) if dalpha is None else dalpha
+            grads = tf.numpy_function(
+                kernels.attention_backward,
+                [projected, emb, bias, context, idx, val, row, splits, alpha, dpooled, dalpha],
+                [tf.float32] * 5, stateful=False, name="fused_attention_backward")
+            for g, like in zip(grads, (emb, projected, bias, context, val)):
+                g.set_shape(like.shape)
+            return grads
+
+        return (pooled, alpha), grad
+
+    return pool(emb, projected, bias, context, val)
+
 
 @tf.custom_gradient
 def gather_rows(table, idx):
@@ -38,13 +90,18 @@ class AttentionPooling(keras.layers.Layer):
     projected once per call (V x d x d) and projected rows are gathered, instead of a
     d x d product per expressed gene (B x L x d x d). Both paths compute the same
     function with the same weights (tested).
+
+    ``kernel``: ``'numba'`` runs the factorised float32 path as fused CPU kernels
+    (:mod:`concerto_core.kernels`, ~7x faster on CPU), ``'tensorflow'`` as a TensorFlow
+    graph (GPUs, float64, the naive path), ``'auto'`` picks numba on CPU-only machines.
     """
 
-    def __init__(self, vocab_size: int, dim: int, factorized: bool = True, **kwargs):
+    def __init__(self, vocab_size: int, dim: int, factorized: bool = True, kernel: str = "auto", **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = int(vocab_size)
         self.dim = int(dim)
         self.factorized = factorized
+        self.kernel = resolve_attention_kernel(kernel)
         self.embedding = self.add_weight(
             name="gene_embedding",
             shape=(self.vocab_size, self.dim),
@@ -65,6 +122,12 @@ class AttentionPooling(keras.layers.Layer):
         1 within each cell. The softmax runs over each cell's own features only.
         """
         n_cells = tf.shape(length)[0]
+        if self.factorized and self.kernel == "numba" and self.compute_dtype == "float32":
+            emb = tf.convert_to_tensor(self.embedding)
+            projected = tf.matmul(emb, self.attention_kernel)
+            pooled, alpha = fused_attention_pooling(emb, projected, tf.convert_to_tensor(self.attention_bias),
+                                                    tf.convert_to_tensor(self.context), idx, val, row, length)
+            return (pooled, alpha) if return_attention else pooled
         emb = gather_rows(tf.convert_to_tensor(self.embedding), idx)  # (nnz, d)
         v = val[:, None]
         if self.factorized:

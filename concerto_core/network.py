@@ -35,7 +35,8 @@ class ConcertoNetwork(keras.Model):
         bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon)
         seed = config.seed
         for i, (m, vocab) in enumerate(self.vocab_sizes.items()):
-            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, name=f"teacher_{m}_attention"))
+            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=config.attention_kernel,
+                                                                             name=f"teacher_{m}_attention"))
             if config.value_batchnorm:
                 setattr(self, f"teacher_{m}_value_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
             setattr(self, f"student_{m}_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"student_{m}_bn", **bn))

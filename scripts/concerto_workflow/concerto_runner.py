@@ -19,12 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def set_threads(threads: int | None) -> None:
-    """Keep TensorFlow within the job's Snakemake ``threads`` (call before any TF op)."""
-    if threads:
-        import tensorflow as tf
+    """Keep TensorFlow and numba within the job's Snakemake ``threads`` (call before any TF op)."""
+    from concerto_core import set_cpu_threads
 
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(min(int(threads), 2))
+    set_cpu_threads(threads)
 
 
 def train(train_h5ad: str, model_dir: str, *, batch_key: str | None, epochs: int,

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from concerto_core import kernels
 from concerto_core.encoding import flat_batch
 from concerto_core.layers import AttentionPooling, SourceAwareBatchNorm
 from concerto_core.losses import nt_xent_loss
+
+KERNELS = ["tensorflow", pytest.param("numba", marks=pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba missing"))]
 
 
 def _random_cells(rng, n=6, vocab=40, max_len=12):
@@ -39,9 +42,10 @@ def test_factorised_attention_equals_naive(dtype, tol):
     np.testing.assert_allclose(a_f.numpy(), a_n.numpy(), rtol=tol, atol=1e-7)
 
 
-def test_attention_is_per_cell_and_sums_to_one():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_attention_is_per_cell_and_sums_to_one(kernel):
     rng = np.random.default_rng(1)
-    layer = AttentionPooling(40, 8, name="att_mask")
+    layer = AttentionPooling(40, 8, kernel=kernel, name=f"att_mask_{kernel}")
     idx, val, row, length = _random_cells(rng, max_len=10)
     pooled, alpha = layer(idx, val, row, length, return_attention=True)
     assert pooled.shape == (6, 8) and alpha.shape == (int(length.sum()),)
@@ -62,12 +66,50 @@ def test_attention_is_per_cell_and_sums_to_one():
     np.testing.assert_array_equal(out[7], 0)
 
 
-def test_attention_is_stable_for_large_values():
-    layer = AttentionPooling(5, 4, name="att_big")
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_attention_is_stable_for_large_values(kernel):
+    layer = AttentionPooling(5, 4, kernel=kernel, name=f"att_big_{kernel}")
     idx = np.array([0, 1, 2], np.int32)
     val = np.array([1e4, 3e4, 1e3], np.float32)
     pooled, alpha = layer(idx, val, np.zeros(3, np.int32), np.array([3], np.int32), return_attention=True)
     assert np.isfinite(pooled.numpy()).all() and np.isfinite(alpha.numpy()).all()
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba missing")
+def test_fused_kernels_match_tensorflow_values_and_gradients():
+    """The numba kernels compute the same pooled vectors, attention weights and gradients
+    (embedding, attention kernel/bias, context vector and the input values) as the graph."""
+    rng = np.random.default_rng(4)
+    idx, val, row, length = _random_cells(rng, n=9, vocab=60, max_len=25)
+    # an empty cell in the middle and one at the end
+    row = np.where(row >= 4, row + 1, row).astype(np.int32)
+    length = np.append(np.insert(length, 4, 0), 0).astype(np.int32)
+    fused = AttentionPooling(60, 16, kernel="numba", name="fused")
+    graph = AttentionPooling(60, 16, kernel="tensorflow", name="graph")
+    for a, b in zip(fused.weights, graph.weights):
+        a.assign(b + rng.normal(0, 0.1, b.shape).astype(np.float32))  # non-zero bias too
+        b.assign(a)
+    upstream_pooled = rng.normal(size=(len(length), 16)).astype(np.float32)
+    upstream_alpha = rng.normal(size=len(idx)).astype(np.float32)
+    results = []
+    for layer in (fused, graph):
+        v = tf.Variable(val)
+        with tf.GradientTape() as tape:
+            pooled, alpha = layer(idx, v, row, length, return_attention=True)
+            loss = tf.reduce_sum(pooled * upstream_pooled) + tf.reduce_sum(alpha * upstream_alpha)
+        grads = tape.gradient(loss, layer.trainable_weights + [v])
+        results.append([pooled, alpha] + grads)
+    names = ["pooled", "alpha"] + [w.name for w in graph.trainable_weights] + ["values"]
+    for name, a, b in zip(names, *results):
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        assert np.isfinite(a).all(), name
+        assert np.abs(a - b).max() <= 1e-4 * max(np.abs(b).max(), 1e-3), name
+    np.testing.assert_array_equal(results[0][0].numpy()[[4, -1]], 0)
+
+
+def test_unknown_attention_kernel_is_rejected():
+    with pytest.raises(ValueError, match="attention_kernel"):
+        AttentionPooling(5, 4, kernel="cuda")
 
 
 def test_flat_batch_round_trip():

@@ -1,0 +1,227 @@
+"""Fused CPU kernels (numba) for the teacher's attention pooling, forward and backward.
+
+Why: in TensorFlow every step of the teacher materialises several (nnz x d) arrays (the
+gathered projected rows, their tanh, the gathered embeddings and the gradients of each),
+and scatters (nnz x d) gradients back into the tables; on a 2-core CPU that is ~180 ms
+per mini-batch of 256 cells x ~860 genes. These kernels compute the same function with
+no (nnz x d) intermediate at all: the forward pass walks each cell's expressed genes
+once (score, softmax, pooling), the backward pass first takes the softmax derivative per
+cell and then walks the entries grouped by gene, so that each gene's gradient rows are
+owned by one thread (no atomics, no per-thread copies of the tables, deterministic
+summation order). About 7x faster than the TensorFlow graph on 2 cores.
+
+The model is the factorised teacher of :class:`concerto_core.layers.AttentionPooling`
+(Methods eqs 1-5 with ``W (v e) = v (W e)``)::
+
+    logit_j = c . tanh(v_j P[g_j] + b),   P = E W
+    alpha   = softmax of the logits over each cell's entries
+    pooled  = sum_j alpha_j v_j E[g_j]
+
+float32 only. ``tanh`` is the rational approximation that Eigen (and so TensorFlow's
+CPU kernels) uses for float32, so both paths agree to float32 round-off (tested).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+try:  # numba is a dependency, but the TensorFlow path keeps working without it
+    import numba as nb
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    nb = None
+    HAVE_NUMBA = False
+
+f32 = np.float32
+# Coefficients of the float32 rational tanh approximation (numerator odd powers, denominator
+# even powers), valid after clamping |x| to 7.9053111 where tanh(x) rounds to +-1.
+_CLAMP = f32(7.90531110763549805)
+_A1, _A3, _A5, _A7 = f32(4.89352455891786e-03), f32(6.37261928875436e-04), f32(1.48572235717979e-05), f32(5.12229709037114e-08)
+_A9, _A11, _A13 = f32(-8.60467152213735e-11), f32(2.00018790482477e-13), f32(-2.76076847742355e-16)
+_B0, _B2, _B4, _B6 = f32(4.89352518554385e-03), f32(2.26843463243900e-03), f32(1.18534705686654e-04), f32(1.19825839466702e-06)
+_LOWEST = f32(-3.0e38)  # finite "minus infinity": fastmath assumes no infinities
+
+# numba's default threading layer must not be entered from two threads at once (replicas of
+# a tf.distribute strategy run in parallel threads); the kernels release the GIL, this lock
+# serialises them.
+_LOCK = threading.Lock()
+
+
+def _jit(**options):
+    def wrap(fn):
+        if not HAVE_NUMBA:
+            return fn
+        return nb.njit(fastmath=True, cache=True, **options)(fn)
+
+    return wrap
+
+
+@_jit(inline="always")
+def _tanh(x):
+    x = min(max(x, -_CLAMP), _CLAMP)
+    x2 = x * x
+    p = x2 * _A13 + _A11
+    p = x2 * p + _A9
+    p = x2 * p + _A7
+    p = x2 * p + _A5
+    p = x2 * p + _A3
+    p = x2 * p + _A1
+    q = x2 * _B6 + _B4
+    q = x2 * q + _B2
+    q = x2 * q + _B0
+    return x * p / q
+
+
+def _prange(n):  # pragma: no cover - replaced by numba.prange when compiled
+    return range(n)
+
+
+_range = nb.prange if HAVE_NUMBA else _prange
+
+
+@_jit(parallel=True, nogil=True)
+def _forward(projected, emb, bias, context, idx, val, splits):
+    n_cells = splits.shape[0] - 1
+    d = emb.shape[1]
+    pooled = np.zeros((n_cells, d), np.float32)
+    alpha = np.empty(idx.shape[0], np.float32)
+    for cell in _range(n_cells):
+        lo, hi = splits[cell], splits[cell + 1]
+        top = _LOWEST
+        for j in range(lo, hi):
+            g = idx[j]
+            v = val[j]
+            s = f32(0.0)
+            for k in range(d):
+                s += _tanh(v * projected[g, k] + bias[k]) * context[k]
+            alpha[j] = s
+            top = max(top, s)
+        total = f32(0.0)
+        for j in range(lo, hi):
+            w = np.exp(alpha[j] - top)
+            alpha[j] = w
+            total += w
+        for j in range(lo, hi):
+            a = alpha[j] / total
+            alpha[j] = a
+            g = idx[j]
+            w = a * val[j]
+            for k in range(d):
+                pooled[cell, k] += w * emb[g, k]
+    return pooled, alpha
+
+
+@_jit(parallel=True, nogil=True)
+def _backward(projected, emb, bias, context, idx, val, row, splits, alpha, dpooled, dalpha, n_chunks):
+    n_cells = splits.shape[0] - 1
+    n_features, d = emb.shape
+    nnz = idx.shape[0]
+    # 1) per cell: dL/dlogit_j through the softmax, dl_j = alpha_j (a_j - sum_k alpha_k a_k)
+    #    with a_j = dL/dalpha_j = v_j <dpooled, E[g_j]> + dalpha_j.
+    dl = np.empty(nnz, np.float32)
+    dval = np.empty(nnz, np.float32)
+    for cell in _range(n_cells):
+        lo, hi = splits[cell], splits[cell + 1]
+        mean = f32(0.0)
+        for j in range(lo, hi):
+            g = idx[j]
+            s = f32(0.0)
+            for k in range(d):
+                s += dpooled[cell, k] * emb[g, k]
+            dval[j] = alpha[j] * s
+            a = val[j] * s + dalpha[j]
+            dl[j] = a
+            mean += alpha[j] * a
+        for j in range(lo, hi):
+            dl[j] = alpha[j] * (dl[j] - mean)
+    # 2) entries grouped by feature (counting sort), split into chunks of whole features:
+    #    each chunk owns its features' gradient rows.
+    start = np.zeros(n_features + 1, np.int64)
+    for j in range(nnz):
+        start[idx[j] + 1] += 1
+    for g in range(n_features):
+        start[g + 1] += start[g]
+    fill = start[:-1].copy()
+    order = np.empty(nnz, np.int64)
+    for j in range(nnz):
+        g = idx[j]
+        order[fill[g]] = j
+        fill[g] += 1
+    bounds = np.empty(n_chunks + 1, np.int64)
+    bounds[0] = 0
+    for q in range(1, n_chunks):
+        e = max((nnz * q) // n_chunks, bounds[q - 1])
+        while 0 < e < nnz and idx[order[e]] == idx[order[e - 1]]:
+            e += 1
+        bounds[q] = e
+    bounds[n_chunks] = nnz
+    demb = np.zeros((n_features, d), np.float32)
+    dprojected = np.zeros((n_features, d), np.float32)
+    dbias_parts = np.zeros((n_chunks, d), np.float32)
+    dcontext_parts = np.zeros((n_chunks, d), np.float32)
+    for q in _range(n_chunks):
+        for e in range(bounds[q], bounds[q + 1]):
+            j = order[e]
+            g = idx[j]
+            v = val[j]
+            cell = row[j]
+            w = alpha[j] * v
+            lj = dl[j]
+            dv = f32(0.0)
+            for k in range(d):
+                demb[g, k] += w * dpooled[cell, k]
+                t = _tanh(v * projected[g, k] + bias[k])
+                dcontext_parts[q, k] += lj * t
+                dpre = lj * context[k] * (f32(1.0) - t * t)
+                dbias_parts[q, k] += dpre
+                dprojected[g, k] += v * dpre
+                dv += dpre * projected[g, k]
+            dval[j] += dv
+    dbias = np.zeros(d, np.float32)
+    dcontext = np.zeros(d, np.float32)
+    for q in range(n_chunks):
+        for k in range(d):
+            dbias[k] += dbias_parts[q, k]
+            dcontext[k] += dcontext_parts[q, k]
+    return demb, dprojected, dbias, dcontext, dval
+
+
+def set_cpu_threads(n: int | None) -> None:
+    """Keep TensorFlow and the numba kernels within ``n`` CPU threads (e.g. a cluster job's
+    allocation). Call before the first TensorFlow operation; ``None``/0 leaves the defaults
+    (all cores)."""
+    if not n:
+        return
+    import tensorflow as tf
+
+    n = int(n)
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+    if HAVE_NUMBA:
+        nb.set_num_threads(max(1, min(n, nb.config.NUMBA_NUM_THREADS)))
+
+
+def _contiguous(*arrays):
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def attention_forward(projected, emb, bias, context, idx, val, splits):
+    """Pooled vectors (n_cells, d) and attention weights (nnz,) of a flat batch.
+
+    ``splits`` (n_cells + 1,): start of each cell's entries in ``idx``/``val``.
+    """
+    args = _contiguous(projected, emb, bias, context, idx, val, splits)
+    with _LOCK:
+        return _forward(*args)
+
+
+def attention_backward(projected, emb, bias, context, idx, val, row, splits, alpha, dpooled, dalpha):
+    """Gradients (d emb, d projected, d bias, d context, d val) given the upstream
+    gradients of the pooled vectors and of the attention weights."""
+    args = _contiguous(projected, emb, bias, context, idx, val, row, splits, alpha, dpooled, dalpha)
+    n_chunks = 4 * (nb.get_num_threads() if HAVE_NUMBA else 1)
+    with _LOCK:
+        return _backward(*args, n_chunks)
