@@ -54,10 +54,12 @@ class ConcertoConfig:
         rates).
     seed
         Seeds shuffling, dropout masks and initialisation.
-    attention_kernel
-        How the teacher's attention pooling is computed (the model is the same):
-        ``'auto'`` (fused numba CPU kernels on CPU-only machines, TensorFlow where a GPU
-        is visible), ``'numba'`` or ``'tensorflow'``.
+    cpu_kernels
+        How the hot spots are computed (the model is the same): the teacher's attention
+        pooling and, in training, the student's BatchNorm + dropout as fused numba CPU
+        kernels (``'numba'``) or as TensorFlow graphs (``'tensorflow'``); ``'auto'`` takes
+        numba on CPU-only machines and TensorFlow where a GPU is visible. The student's
+        dropout masks come from a different random stream in the two.
     """
 
     embedding_dim: int = 128
@@ -75,7 +77,7 @@ class ConcertoConfig:
     lr: float = 1e-3
     lr_end: float = 1e-4
     seed: int = 0
-    attention_kernel: str = "auto"
+    cpu_kernels: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,7 +95,7 @@ class ConcertoConfig:
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("lr", self.lr > 0, "must be > 0"),
             ("lr_end", self.lr_end > 0, "must be > 0"),
-            ("attention_kernel", self.attention_kernel in ("auto", "numba", "tensorflow"),
+            ("cpu_kernels", self.cpu_kernels in ("auto", "numba", "tensorflow"),
              "must be 'auto', 'numba' or 'tensorflow'"),
         ]
         for name, ok, what in checks:

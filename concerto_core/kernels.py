@@ -225,3 +225,142 @@ def attention_backward(projected, emb, bias, context, idx, val, row, splits, alp
     n_chunks = 4 * (nb.get_num_threads() if HAVE_NUMBA else 1)
     with _LOCK:
         return _backward(*args, n_chunks)
+
+
+# ---------------------------------------------------------------------------------------
+# Student input block: source-aware BatchNorm of the count vector, then dropout.
+#
+# The student densifies each cell's count vector (B x V); TensorFlow spends ~35 ms of a
+# 256-cell step there (scatter, per-source moments, five elementwise passes, and drawing
+# B x V uniforms for the dropout mask). These kernels read the sparse entries, compute the
+# per-source moments in one pass, and write the normalised, dropped-out matrix in one more.
+# The dropout mask is a counter-based hash of (step seed, cell, feature): Bernoulli(keep)
+# with keep resolved to 2^-24, reproducible for a seed and independent of threading.
+
+_MASK_BITS = 24
+
+
+@_jit(nogil=True)
+def _source_moments(idx, val, row, source, n_slots, n_features):
+    counts = np.zeros(n_slots, np.float64)
+    for c in range(source.shape[0]):
+        counts[source[c]] += 1.0
+    sums = np.zeros((n_slots, n_features), np.float64)
+    for j in range(idx.shape[0]):
+        sums[source[row[j]], idx[j]] += val[j]
+    mean = np.zeros((n_slots, n_features), np.float64)
+    for s in range(n_slots):
+        if counts[s] > 0:
+            for f in range(n_features):
+                mean[s, f] = sums[s, f] / counts[s]
+    # two-pass variance: squared deviations of the stored entries + (n - nnz) mean^2 for the zeros
+    squares = np.zeros((n_slots, n_features), np.float64)
+    stored = np.zeros((n_slots, n_features), np.float64)
+    for j in range(idx.shape[0]):
+        s = source[row[j]]
+        f = idx[j]
+        dev = val[j] - mean[s, f]
+        squares[s, f] += dev * dev
+        stored[s, f] += 1.0
+    var = np.zeros((n_slots, n_features), np.float64)
+    for s in range(n_slots):
+        if counts[s] > 0:
+            for f in range(n_features):
+                var[s, f] = (squares[s, f] + (counts[s] - stored[s, f]) * mean[s, f] ** 2) / counts[s]
+    return mean.astype(np.float32), var.astype(np.float32), counts.astype(np.float32)
+
+
+@_jit(inline="always")
+def _keep(seed, counter, threshold):
+    # splitmix64 finaliser of (seed + counter); the top _MASK_BITS bits as a uniform integer
+    z = seed + counter * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(64 - _MASK_BITS)) < threshold
+
+
+@_jit(parallel=True, nogil=True)
+def _bn_dropout_forward(idx, val, splits, source, mean, var, gamma, beta, epsilon, keep, seed):
+    n_cells = splits.shape[0] - 1
+    n_slots, n_features = mean.shape
+    scale = np.empty((n_slots, n_features), np.float32)
+    shift = np.empty((n_slots, n_features), np.float32)
+    inv_keep = f32(1.0) / keep
+    for s in range(n_slots):
+        for f in range(n_features):
+            sc = gamma[f] / np.sqrt(var[s, f] + epsilon)
+            scale[s, f] = sc * inv_keep
+            shift[s, f] = (beta[f] - mean[s, f] * sc) * inv_keep
+    threshold = np.uint64(np.floor(keep * f32(2.0 ** _MASK_BITS) + f32(0.5)))
+    out = np.empty((n_cells, n_features), np.float32)
+    mask = np.empty((n_cells, n_features), np.uint8)
+    for cell in _range(n_cells):
+        s = source[cell]
+        base = np.uint64(cell) * np.uint64(n_features)
+        for f in range(n_features):
+            kept = _keep(seed, base + np.uint64(f), threshold)
+            mask[cell, f] = kept
+            out[cell, f] = shift[s, f] if kept else f32(0.0)
+        for j in range(splits[cell], splits[cell + 1]):
+            f = idx[j]
+            if mask[cell, f]:
+                out[cell, f] = val[j] * scale[s, f] + shift[s, f]
+    return out, mask
+
+
+@_jit(parallel=True, nogil=True)
+def _bn_dropout_backward(dout, mask, idx, val, row, source, mean, var, epsilon, keep, n_chunks):
+    n_cells, n_features = dout.shape
+    n_slots = mean.shape[0]
+    inv_keep = f32(1.0) / keep
+    rstd = np.empty((n_slots, n_features), np.float32)
+    for s in range(n_slots):
+        for f in range(n_features):
+            rstd[s, f] = f32(1.0) / np.sqrt(var[s, f] + epsilon)
+    dgamma = np.zeros(n_features, np.float32)
+    dbeta = np.zeros(n_features, np.float32)
+    # dense part, features split among threads: x_hat = -mean * rstd where x = 0
+    for q in _range(n_chunks):
+        f0 = (n_features * q) // n_chunks
+        f1 = (n_features * (q + 1)) // n_chunks
+        for cell in range(n_cells):
+            s = source[cell]
+            for f in range(f0, f1):
+                g = dout[cell, f] * mask[cell, f] * inv_keep
+                dbeta[f] += g
+                dgamma[f] -= g * mean[s, f] * rstd[s, f]
+    # sparse correction for the stored entries: + g * x * rstd
+    for j in range(idx.shape[0]):
+        cell = row[j]
+        f = idx[j]
+        dgamma[f] += dout[cell, f] * mask[cell, f] * inv_keep * val[j] * rstd[source[cell], f]
+    return dgamma, dbeta
+
+
+def source_moments(idx, val, row, source, n_slots, n_features):
+    """Per-source mean, variance (n_slots, n_features) of the count vectors of a flat batch
+    (zeros included) and the number of cells of each source."""
+    args = _contiguous(idx, val, row, source)
+    with _LOCK:
+        return _source_moments(*args, int(n_slots), int(n_features))
+
+
+def _seed64(seed) -> np.uint64:
+    seed = np.asarray(seed).astype(np.uint64).ravel()
+    return np.uint64((int(seed[0]) * 0x100000001B3 + int(seed[-1])) % 2**64)
+
+
+def bn_dropout_forward(idx, val, splits, source, mean, var, gamma, beta, epsilon, keep, seed):
+    """``dropout(BN(x))`` as a dense (B, V) matrix and its uint8 keep mask, from a flat batch."""
+    args = _contiguous(idx, val, splits, source, mean, var, gamma, beta)
+    with _LOCK:
+        return _bn_dropout_forward(*args, f32(epsilon), f32(keep), _seed64(seed))
+
+
+def bn_dropout_backward(dout, mask, idx, val, row, source, mean, var, epsilon, keep):
+    """Gradients of the BatchNorm scale and offset given the upstream gradient of the output."""
+    args = _contiguous(dout, mask, idx, val, row, source, mean, var)
+    n_chunks = 4 * (nb.get_num_threads() if HAVE_NUMBA else 1)
+    with _LOCK:
+        return _bn_dropout_backward(*args, f32(epsilon), f32(keep), n_chunks)

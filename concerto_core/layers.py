@@ -11,19 +11,19 @@ import tensorflow as tf
 
 from . import kernels
 
-ATTENTION_KERNELS = ("auto", "numba", "tensorflow")
+CPU_KERNELS = ("auto", "numba", "tensorflow")
 
 
-def resolve_attention_kernel(kernel: str) -> str:
-    """``'numba'`` or ``'tensorflow'`` for a requested attention kernel.
+def resolve_cpu_kernels(kernel: str) -> str:
+    """``'numba'`` or ``'tensorflow'`` for a requested ``cpu_kernels`` setting.
 
     ``'auto'`` takes the fused numba kernels on a CPU-only machine and TensorFlow's graph
     where a GPU is visible (the numba kernels run on the host only).
     """
-    if kernel not in ATTENTION_KERNELS:
-        raise ValueError(f"attention_kernel={kernel!r}; expected one of {ATTENTION_KERNELS}")
+    if kernel not in CPU_KERNELS:
+        raise ValueError(f"cpu_kernels={kernel!r}; expected one of {CPU_KERNELS}")
     if kernel == "numba" and not kernels.HAVE_NUMBA:
-        raise ImportError("attention_kernel='numba' needs the numba package: pip install numba")
+        raise ImportError("cpu_kernels='numba' needs the numba package: pip install numba")
     if kernel == "auto":
         return "numba" if kernels.HAVE_NUMBA and not tf.config.list_logical_devices("GPU") else "tensorflow"
     return kernel
@@ -101,7 +101,7 @@ class AttentionPooling(keras.layers.Layer):
         self.vocab_size = int(vocab_size)
         self.dim = int(dim)
         self.factorized = factorized
-        self.kernel = resolve_attention_kernel(kernel)
+        self.kernel = resolve_cpu_kernels(kernel)
         self.embedding = self.add_weight(
             name="gene_embedding",
             shape=(self.vocab_size, self.dim),
@@ -210,12 +210,7 @@ class SourceAwareBatchNorm(keras.layers.Layer):
         onehot = tf.one_hot(source, self.n_sources + 1, dtype=x.dtype)
         if training:
             mean, var, counts = self.batch_moments(x, onehot)
-            present = (counts > 0)[:, None]
-            m = self.momentum
-            self.moving_mean.assign(tf.where(present, m * self.moving_mean + (1 - m) * mean, self.moving_mean))
-            self.moving_variance.assign(
-                tf.where(present, m * self.moving_variance + (1 - m) * var, self.moving_variance)
-            )
+            self.update_moving_statistics(mean, var, counts)
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             var = tf.convert_to_tensor(self.moving_variance)
@@ -224,7 +219,53 @@ class SourceAwareBatchNorm(keras.layers.Layer):
         centre = tf.matmul(onehot, mean)
         return (x - centre) * inv * self.gamma + self.beta
 
+    def update_moving_statistics(self, mean, var, counts) -> None:
+        """Exponential moving average of each source present in the batch (counts > 0)."""
+        present = (counts > 0)[:, None]
+        m = self.momentum
+        self.moving_mean.assign(tf.where(present, m * self.moving_mean + (1 - m) * mean, self.moving_mean))
+        self.moving_variance.assign(tf.where(present, m * self.moving_variance + (1 - m) * var, self.moving_variance))
+
     def set_statistics(self, slot: int, mean, variance) -> None:
         """Overwrite the stored statistics of one source slot (used for precise/adapted BN)."""
         self.moving_mean.assign(tf.tensor_scatter_nd_update(self.moving_mean, [[slot]], [mean]))
         self.moving_variance.assign(tf.tensor_scatter_nd_update(self.moving_variance, [[slot]], [variance]))
+
+
+def fused_batchnorm_dropout(bn: SourceAwareBatchNorm, rate: float, seed, idx, val, row, length, source):
+    """Training-mode ``dropout(bn(x))`` of a flat batch's count vectors via the numba kernels.
+
+    Updates ``bn``'s moving statistics like :meth:`SourceAwareBatchNorm.call` and returns the
+    dense (B, V) output; gradients flow to ``bn.gamma`` and ``bn.beta`` (the input is data).
+    ``seed`` (int tensor) seeds this step's dropout mask. One replica only: per-source
+    moments are not all-reduced here.
+    """
+    n_slots, n_features = bn.n_sources + 1, bn.n_features
+    mean, var, counts = tf.numpy_function(
+        kernels.source_moments, [idx, val, row, source, n_slots, n_features], [tf.float32] * 3,
+        stateful=False, name="fused_source_moments")
+    mean.set_shape([n_slots, n_features])
+    var.set_shape([n_slots, n_features])
+    counts.set_shape([n_slots])
+    bn.update_moving_statistics(mean, var, counts)
+    splits = tf.concat([tf.zeros([1], length.dtype), tf.cumsum(length)], axis=0)
+    keep = 1.0 - float(rate)
+
+    @tf.custom_gradient
+    def block(gamma, beta):
+        out, mask = tf.numpy_function(
+            kernels.bn_dropout_forward, [idx, val, splits, source, mean, var, gamma, beta, bn.epsilon, keep, seed],
+            [tf.float32, tf.uint8], stateful=False, name="fused_bn_dropout_forward")
+        out.set_shape([length.shape[0], n_features])
+
+        def grad(dout):
+            dgamma, dbeta = tf.numpy_function(
+                kernels.bn_dropout_backward, [dout, mask, idx, val, row, source, mean, var, bn.epsilon, keep],
+                [tf.float32, tf.float32], stateful=False, name="fused_bn_dropout_backward")
+            dgamma.set_shape([n_features])
+            dbeta.set_shape([n_features])
+            return dgamma, dbeta
+
+        return out, grad
+
+    return block(tf.convert_to_tensor(bn.gamma), tf.convert_to_tensor(bn.beta))

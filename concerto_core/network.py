@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from .config import ConcertoConfig
-from .layers import AttentionPooling, SourceAwareBatchNorm
+from .layers import AttentionPooling, SourceAwareBatchNorm, fused_batchnorm_dropout, resolve_cpu_kernels
 
 
 class ConcertoNetwork(keras.Model):
@@ -35,7 +35,7 @@ class ConcertoNetwork(keras.Model):
         bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon)
         seed = config.seed
         for i, (m, vocab) in enumerate(self.vocab_sizes.items()):
-            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=config.attention_kernel,
+            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=config.cpu_kernels,
                                                                              name=f"teacher_{m}_attention"))
             if config.value_batchnorm:
                 setattr(self, f"teacher_{m}_value_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
@@ -44,6 +44,7 @@ class ConcertoNetwork(keras.Model):
             for h in range(config.student_hidden_layers):
                 setattr(self, f"student_{m}_hidden{h}", keras.layers.Dense(d, activation="relu", name=f"student_{m}_hidden{h}"))
             setattr(self, f"student_{m}_dense", keras.layers.Dense(d, activation="relu", name=f"student_{m}_dense"))
+        self.fused_student = resolve_cpu_kernels(config.cpu_kernels) == "numba"
         self.teacher_bn = SourceAwareBatchNorm(n_sources, d, name="teacher_bn", **bn)
         self.teacher_dropout = keras.layers.Dropout(config.dropout, seed=seed, name="teacher_dropout")
         self.teacher_dense = keras.layers.Dense(d, activation="relu", name="teacher_dense")
@@ -96,9 +97,17 @@ class ConcertoNetwork(keras.Model):
     def student(self, batch, training=False):
         """Student embedding Z_s (B, d), eq 10."""
         total = None
+        ctx = tf.distribute.get_replica_context()
+        fused = self.fused_student and training and (ctx is None or ctx.num_replicas_in_sync == 1)
         for m in self.present(batch):
-            x = self.layer_of(f"student_{m}_bn")(self.dense_values(batch, m), batch["source"], training=training)
-            x = self.layer_of(f"student_{m}_dropout")(x, training=training)
+            bn, dropout = self.layer_of(f"student_{m}_bn"), self.layer_of(f"student_{m}_dropout")
+            if fused:
+                # Keras creates no seed generator for rate 0; the mask is then all ones anyway.
+                seed = dropout.seed_generator.next() if dropout.rate > 0 else tf.zeros([2], tf.int64)
+                x = fused_batchnorm_dropout(bn, dropout.rate, seed, batch[f"{m}_idx"],
+                                            batch[f"{m}_val"], batch[f"{m}_row"], batch[f"{m}_len"], batch["source"])
+            else:
+                x = dropout(bn(self.dense_values(batch, m), batch["source"], training=training), training=training)
             for h in range(self.config.student_hidden_layers):
                 x = self.layer_of(f"student_{m}_hidden{h}")(x)
             z = self.layer_of(f"student_{m}_dense")(x)

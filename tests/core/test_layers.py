@@ -107,8 +107,8 @@ def test_fused_kernels_match_tensorflow_values_and_gradients():
     np.testing.assert_array_equal(results[0][0].numpy()[[4, -1]], 0)
 
 
-def test_unknown_attention_kernel_is_rejected():
-    with pytest.raises(ValueError, match="attention_kernel"):
+def test_unknown_cpu_kernels_setting_is_rejected():
+    with pytest.raises(ValueError, match="cpu_kernels"):
         AttentionPooling(5, 4, kernel="cuda")
 
 
@@ -189,3 +189,69 @@ def test_gather_rows_gradient_matches_tf_gather():
             loss = tf.reduce_sum(gather(table, idx) * weights)
         grads.append(tf.convert_to_tensor(tape.gradient(loss, table)).numpy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
+def _sparse_batch(rng, n=40, vocab=30, density=0.3):
+    """Flat batch of n cells (rows sorted) with random sources 0/1 and its dense matrix."""
+    dense = (rng.random((n, vocab)) < density) * rng.gamma(1.0, 2.0, (n, vocab))
+    dense = dense.astype(np.float32)
+    row, idx = np.nonzero(dense)
+    return (idx.astype(np.int32), dense[row, idx], row.astype(np.int32),
+            np.bincount(row, minlength=n).astype(np.int32), rng.integers(0, 2, n).astype(np.int32), dense)
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba missing")
+def test_fused_batchnorm_dropout_matches_tensorflow():
+    """Same output, moving statistics and gamma/beta gradients as SourceAwareBatchNorm +
+    dropout in TensorFlow, with the fused kernel's mask applied to the TF output."""
+    from concerto_core.layers import fused_batchnorm_dropout
+
+    rng = np.random.default_rng(7)
+    idx, val, row, length, source, dense = _sparse_batch(rng)
+    up = rng.normal(size=dense.shape).astype(np.float32)
+    fused_bn = SourceAwareBatchNorm(2, 30, momentum=0.5, name="bn_fused")
+    graph_bn = SourceAwareBatchNorm(2, 30, momentum=0.5, name="bn_graph")
+    for w in (fused_bn.gamma, graph_bn.gamma):
+        w.assign(np.linspace(0.5, 1.5, 30).astype(np.float32))
+    for w in (fused_bn.beta, graph_bn.beta):
+        w.assign(np.linspace(-0.2, 0.3, 30).astype(np.float32))
+    for rate in (0.0, 0.3):
+        seed = tf.constant([11, 3], tf.int64)
+        with tf.GradientTape() as tape:
+            out = fused_batchnorm_dropout(fused_bn, rate, seed, idx, val, row, length, source)
+            loss = tf.reduce_sum(out * up)
+        g_fused = tape.gradient(loss, [fused_bn.gamma, fused_bn.beta])
+        mask = (out.numpy() != 0) | (rate == 0)
+        with tf.GradientTape() as tape:
+            ref = graph_bn(dense, source, training=True) * mask / (1 - rate)
+            loss = tf.reduce_sum(ref * up)
+        g_graph = tape.gradient(loss, [graph_bn.gamma, graph_bn.beta])
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+        for a, b in zip(g_fused, g_graph):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(fused_bn.moving_mean.numpy(), graph_bn.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fused_bn.moving_variance.numpy(), graph_bn.moving_variance.numpy(), rtol=1e-4)
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba missing")
+def test_fused_dropout_mask_is_bernoulli_and_seeded():
+    rng = np.random.default_rng(8)
+    idx, val, row, length, source, dense = _sparse_batch(rng, n=200, vocab=500)
+    splits = np.concatenate([[0], np.cumsum(length)]).astype(np.int32)
+    mean, var, _ = kernels.source_moments(idx, val, row, source, 3, 500)
+    ones, zeros = np.ones(500, np.float32), np.zeros(500, np.float32)
+
+    def mask(seed, keep=0.8):
+        return kernels.bn_dropout_forward(idx, val, splits, source, mean, var, ones, zeros, 1e-3, keep,
+                                          np.array(seed, np.int64))[1]
+
+    m = mask([1, 0])
+    n = m.size
+    assert abs(m.mean() - 0.8) < 4 * np.sqrt(0.16 / n)  # within 4 binomial standard deviations
+    np.testing.assert_array_equal(m, mask([1, 0]))  # reproducible for a seed
+    other = mask([2, 0])
+    assert 0.55 < (m == other).mean() < 0.8  # independent masks agree on ~0.8^2 + 0.2^2 = 0.68
+    assert mask([1, 0], keep=1.0).all()
+    # no structure along cells or features: per-row and per-column keep rates look binomial
+    assert np.abs(m.mean(1) - 0.8).max() < 6 * np.sqrt(0.16 / m.shape[1])
+    assert np.abs(m.mean(0) - 0.8).max() < 6 * np.sqrt(0.16 / m.shape[0])
