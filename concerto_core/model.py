@@ -313,23 +313,34 @@ class Concerto:
         return self.epochs_trained
 
     # ------------------------------------------------------------------ BatchNorm statistics
-    def _moments_fn(self, modalities, phase: str):
-        """tf.function: per-slot sums and sums of squares of each BatchNorm input of a phase."""
-        key = ("moments", phase) + tuple(modalities)
+    def _moments_fn(self, modalities, phases: tuple):
+        """tf.function: per-slot sums and sums of squares of each BatchNorm input of ``phases``.
+
+        Count-vector inputs are summed from the sparse entries (segment sums over
+        slot x feature), never densified; the pooled input needs the teacher's forward pass.
+        """
+        key = ("moments", phases) + tuple(modalities)
         cache = self.__dict__.setdefault("_fn_cache", {})
         if key not in cache:
             net, slots = self.network, self.n_sources + 1
             layers = [(name, kind) for name, _, kind in net.source_aware_layers()
-                      if kind.split(":")[0] == phase and (kind == "pooled" or kind.split(":")[1] in modalities)]
+                      if kind.split(":")[0] in phases and (kind == "pooled" or kind.split(":")[1] in modalities)]
 
             def f(batch):
                 onehot = tf.one_hot(batch["source"], slots, dtype=tf.float32)
                 out = {"__count": tf.reduce_sum(onehot, axis=0)}
-                pooled = net.pooled(batch, training=False) if phase == "pooled" else None
+                pooled = net.pooled(batch, training=False) if "pooled" in phases else None
                 for name, kind in layers:
-                    x = pooled if kind == "pooled" else net.dense_values(batch, kind.split(":")[1])
-                    out[name] = tf.stack([tf.matmul(onehot, x, transpose_a=True),
-                                          tf.matmul(onehot, tf.square(x), transpose_a=True)])
+                    if kind == "pooled":
+                        out[name] = tf.stack([tf.matmul(onehot, pooled, transpose_a=True),
+                                              tf.matmul(onehot, tf.square(pooled), transpose_a=True)])
+                        continue
+                    m = kind.split(":")[1]
+                    n_features = net.vocab_sizes[m]
+                    segment = tf.gather(batch["source"], batch[f"{m}_row"]) * n_features + batch[f"{m}_idx"]
+                    val = batch[f"{m}_val"]
+                    sums = [tf.math.unsorted_segment_sum(v, segment, slots * n_features) for v in (val, val * val)]
+                    out[name] = tf.reshape(tf.stack(sums), [2, slots, n_features])
                 return out
 
             cache[key] = (tf.function(f, input_signature=[self._signature(modalities)]), layers)
@@ -340,12 +351,14 @@ class Concerto:
 
         ``slot=None``: every source slot gets the statistics of its own cells (precise BN).
         ``slot=s``: all cells (``rows``) are pooled into slot ``s`` (adaptation of an unseen source).
-        Count-input layers are done first, so the pooled layer sees their final statistics.
+        With ``value_batchnorm`` the teacher's input depends on count-vector statistics, so
+        those are finished in a first pass; otherwise one pass does every layer.
         """
         modalities = modalities or self.modalities
         layers = {name: layer for name, layer, _ in self.network.source_aware_layers()}
-        for phase in ("counts", "pooled"):
-            fn, names = self._moments_fn(modalities, phase)
+        passes = [("counts",), ("pooled",)] if self.config.value_batchnorm else [("counts", "pooled")]
+        for phases in passes:
+            fn, names = self._moments_fn(modalities, phases)
             if not names:
                 continue
             acc = {}
@@ -364,10 +377,20 @@ class Concerto:
                     layers[name].set_statistics(int(s_), mean.astype(np.float32), var.astype(np.float32))
 
     def _precise_batchnorm(self, inputs) -> None:
-        """Replace running averages by each source's exact statistics over its training cells."""
+        """Replace running averages by each source's statistics over its training cells (all of
+        them, or a seeded random sample of ``config.precise_bn_max_cells`` per source)."""
         t0 = time.perf_counter()
-        self._estimate_statistics(inputs)
-        self._say(f"BatchNorm statistics recomputed over all training cells ({time.perf_counter() - t0:.1f}s)")
+        cap = self.config.precise_bn_max_cells
+        rows = None
+        counts = np.bincount(inputs.source, minlength=self.n_sources)
+        if cap is not None and counts.max() > cap:
+            rng = np.random.default_rng([self.config.seed, 11])
+            rows = np.sort(np.concatenate([
+                rng.choice(np.flatnonzero(inputs.source == s), size=min(cap, int(n)), replace=False)
+                for s, n in enumerate(counts) if n > 0]))
+        self._estimate_statistics(inputs, rows)
+        used = inputs.n_cells if rows is None else len(rows)
+        self._say(f"BatchNorm statistics recomputed over {used} training cells ({time.perf_counter() - t0:.1f}s)")
 
     def _reset_fallback_statistics(self) -> None:
         """Fallback slot (unseen sources) := average of the training sources' statistics."""

@@ -297,3 +297,37 @@ def test_source_batches_hold_one_source_each(recorded_batches):
     codes = model._train_inputs.source
     assert sorted(np.concatenate(seen).tolist()) == list(range(150))
     assert all(len(np.unique(codes[rows])) == 1 for rows in seen)
+
+
+def test_precise_batchnorm_statistics_are_exact_per_source(trained):
+    """After training, each source's BatchNorm statistics equal that source's moments over
+    its training cells: counts for the student BN, pooled vectors for the teacher BN."""
+    import tensorflow as tf
+
+    adata, model, _ = trained
+    net = model.network
+    X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    inputs = model._train_inputs
+    batch = {k: tf.constant(v) for k, v in inputs.batch(np.arange(inputs.n_cells)).items()}
+    pooled = net.pooled(batch, training=False).numpy().astype(np.float64)
+    for s, name in enumerate(model.sources):
+        cells = (adata.obs["batch"] == name).to_numpy()
+        np.testing.assert_allclose(net.student_rna_bn.moving_mean.numpy()[s], X[cells].mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(net.student_rna_bn.moving_variance.numpy()[s], X[cells].var(0), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(net.teacher_bn.moving_mean.numpy()[s], pooled[cells].mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(net.teacher_bn.moving_variance.numpy()[s], pooled[cells].var(0), rtol=1e-3, atol=1e-6)
+
+
+def test_precise_batchnorm_sample_cap():
+    adata = simulate_groups(n_cells=300, n_genes=60, seed=4)
+    X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    cfg = ConcertoConfig(embedding_dim=8, batch_size=64, epochs=1, precise_bn_max_cells=60)
+    model = Concerto(adata, batch_key="batch", config=cfg, verbose=False).train()
+    for s, name in enumerate(model.sources):
+        cells = (adata.obs["batch"] == name).to_numpy()
+        got = model.network.student_rna_bn.moving_mean.numpy()[s]
+        # a 60-cell sample: close to, but not exactly, the source's mean over all its cells
+        assert not np.allclose(got, X[cells].mean(0), rtol=1e-5)
+        assert np.corrcoef(got, X[cells].mean(0))[0, 1] > 0.9
+    with pytest.raises(ValueError, match="precise_bn_max_cells"):
+        ConcertoConfig(precise_bn_max_cells=0)
