@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from . import io as model_io
 from .config import ConcertoConfig
-from .data import CellInputs, normalise_modalities, read_modality, slice_cells, spec_to_json
+from .data import CellInputs, normalise_modalities, prefetch, read_modality, slice_cells, spec_to_json
 from .encoding import DEFAULT_MIN_GENE_OVERLAP, GeneVocabulary, encode_sources, looks_like_counts, warn_once
 from .losses import nt_xent_loss_replica
 from .network import ConcertoNetwork
@@ -136,10 +136,14 @@ class Concerto:
             sig[f"{m}_len"] = tf.TensorSpec([None], tf.int32)
         return sig
 
-    def _stream(self, batches, modalities=None) -> tf.data.Dataset:
-        """Feed an iterator of numpy batch dicts through tf.data so assembly overlaps compute."""
-        ds = tf.data.Dataset.from_generator(lambda: batches, output_signature=self._signature(modalities))
-        return ds.prefetch(2)
+    def _stream(self, batches, modalities=None):
+        """Tensors of an iterator of numpy batch dicts, assembled ahead in a background thread."""
+        signature = self._signature(modalities)
+
+        def to_tensors(batch):
+            return {key: tf.convert_to_tensor(batch[key], dtype=spec.dtype) for key, spec in signature.items()}
+
+        return prefetch(batches, depth=2, convert=to_tensors)
 
     def _ordered(self, inputs, modalities, rows=None, batch_size: int = 512, slot=None):
         """(row indices, tf batch) in order; ``slot`` overrides every cell's BatchNorm source slot."""
