@@ -91,6 +91,9 @@ def main(argv=None):
 
     model = Concerto.from_shards(ref_dir, config=ConcertoConfig(batch_size=args.batch_size, epochs=1, precise_bn=True))
     phase("pretrain (1 epoch, streamed, incl. precise BN pass)", results, model.train, args.cells)
+    epoch = model.history[-1]
+    results[-1].update(epoch_seconds=epoch["seconds"], epoch_cells_per_s=epoch["cells_per_s"])
+    print(json.dumps({"epoch_only_seconds": epoch["seconds"], "epoch_cells_per_s": epoch["cells_per_s"]}), flush=True)
     ref_emb = phase("reference embedding", results, lambda: np.load(model.embed_shards(ref_dir, work / "ref_emb.npy"), mmap_mode="r"), args.cells)
     labels = np.concatenate([np.asarray(
         __import__("anndata").read_h5ad(ref_dir / s["file"], backed="r").obs["cell_type"].astype(str))

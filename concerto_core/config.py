@@ -64,6 +64,11 @@ class ConcertoConfig:
         kernels (``'numba'``) or as TensorFlow graphs (``'tensorflow'``); ``'auto'`` takes
         numba on CPU-only machines and TensorFlow where a GPU is visible. The student's
         dropout masks come from a different random stream in the two.
+    mixed_precision
+        ``None`` (float32), ``'bfloat16'`` or ``'float16'``: the attention pooling and dense
+        layers compute in that dtype (weights, BatchNorm, softmax, loss stay float32;
+        float16 adds dynamic loss scaling). For GPUs with tensor cores; on CPUs it is
+        slower and disables the numba kernels for the teacher.
     """
 
     embedding_dim: int = 128
@@ -83,6 +88,7 @@ class ConcertoConfig:
     lr_end: float = 1e-4
     seed: int = 0
     cpu_kernels: str = "auto"
+    mixed_precision: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +110,8 @@ class ConcertoConfig:
             ("lr_end", self.lr_end > 0, "must be > 0"),
             ("cpu_kernels", self.cpu_kernels in ("auto", "numba", "tensorflow"),
              "must be 'auto', 'numba' or 'tensorflow'"),
+            ("mixed_precision", self.mixed_precision in (None, "float16", "bfloat16"),
+             "must be None, 'float16' or 'bfloat16'"),
         ]
         for name, ok, what in checks:
             if not ok:

@@ -128,21 +128,26 @@ class AttentionPooling(keras.layers.Layer):
             pooled, alpha = fused_attention_pooling(emb, projected, tf.convert_to_tensor(self.attention_bias),
                                                     tf.convert_to_tensor(self.context), idx, val, row, length)
             return (pooled, alpha) if return_attention else pooled
-        emb = gather_rows(tf.convert_to_tensor(self.embedding), idx)  # (nnz, d)
-        v = val[:, None]
+        # Under a mixed-precision policy the (nnz, d) work runs in the compute dtype (float16 /
+        # bfloat16) while the softmax and the pooled output stay float32.
+        dtype = self.compute_dtype
+        exact = tf.float64 if dtype == "float64" else tf.float32
+        table = tf.cast(self.embedding, dtype)
+        emb = gather_rows(table, idx)  # (nnz, d)
+        v = tf.cast(val, dtype)[:, None]
         if self.factorized:
-            projected = tf.matmul(self.embedding, self.attention_kernel)  # (V, d), once per call
-            pre = v * gather_rows(projected, idx) + self.attention_bias
+            projected = tf.matmul(table, tf.cast(self.attention_kernel, dtype))  # (V, d), once per call
+            pre = v * gather_rows(projected, idx) + tf.cast(self.attention_bias, dtype)
         else:
-            pre = tf.matmul(v * emb, self.attention_kernel) + self.attention_bias
-        logits = tf.linalg.matvec(tf.tanh(pre), self.context)  # (nnz,)
+            pre = tf.matmul(v * emb, tf.cast(self.attention_kernel, dtype)) + tf.cast(self.attention_bias, dtype)
+        logits = tf.cast(tf.linalg.matvec(tf.tanh(pre), tf.cast(self.context, dtype)), exact)  # (nnz,)
         # Softmax per cell; subtracting the cell's max is exact (shift invariance) and stable.
         top = tf.stop_gradient(tf.math.unsorted_segment_max(logits, row, n_cells))
         weights = tf.exp(logits - tf.gather(top, row))
         alpha = weights / tf.gather(tf.math.unsorted_segment_sum(weights, row, n_cells), row)
-        pooled = tf.math.segment_sum((alpha * val)[:, None] * emb, row)  # rows sorted: fast kernel
+        pooled = tf.math.segment_sum(tf.cast(alpha * tf.cast(val, exact), dtype)[:, None] * emb, row)  # rows sorted
         # segment_sum stops at the last cell with a feature; cells after it pool to zero.
-        pooled = tf.pad(pooled, [[0, n_cells - tf.shape(pooled)[0]], [0, 0]])
+        pooled = tf.cast(tf.pad(pooled, [[0, n_cells - tf.shape(pooled)[0]], [0, 0]]), exact)
         if return_attention:
             return pooled, alpha
         return pooled

@@ -201,11 +201,9 @@ class Concerto:
                 current = model_io.model_variables(plain_network, True)
                 for path, target in model_io.model_variables(self.network, True).items():
                     target.assign(current[path].numpy())
-                optimizer = keras.optimizers.Adam(learning_rate=schedule)
-                optimizer.build(self.network.trainable_variables)
+                optimizer = self._optimizer(schedule)
         else:
-            optimizer = keras.optimizers.Adam(learning_rate=schedule)
-            optimizer.build(self.network.trainable_variables)
+            optimizer = self._optimizer(schedule)
         keras.utils.set_random_seed(cfg.seed)
 
         start_epoch = 0
@@ -214,6 +212,7 @@ class Concerto:
             start_epoch = self._restore_checkpoint(ckpt, optimizer)
 
         network, variables = self.network, self.network.trainable_variables
+        loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         by_source = bool(cfg.source_batches and self.batch_key is not None)
 
         def replica_step(batch):
@@ -221,7 +220,8 @@ class Concerto:
                 z_t = network.teacher(batch, training=True)
                 z_s = network.student(batch, training=True)
                 loss = nt_xent_loss_replica(z_t, z_s, cfg.temperature)
-            grads = tape.gradient(loss, variables)
+                scaled = optimizer.scale_loss(loss) if loss_scaling else loss
+            grads = tape.gradient(scaled, variables)
             optimizer.apply_gradients(zip(grads, variables))
             return loss
 
@@ -276,6 +276,14 @@ class Concerto:
             self._precise_batchnorm(inputs)
         self._reset_fallback_statistics()
         return self
+
+    def _optimizer(self, schedule):
+        """Adam over the network's weights; float16 mixed precision adds dynamic loss scaling."""
+        optimizer = keras.optimizers.Adam(learning_rate=schedule)
+        if self.config.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(self.network.trainable_variables)
+        return optimizer
 
     def _say(self, message: str) -> None:
         log.info(message)

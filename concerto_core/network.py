@@ -32,22 +32,25 @@ class ConcertoNetwork(keras.Model):
         self.n_sources = int(n_sources)
         self.config = config
         d = config.embedding_dim
-        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon)
+        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon)  # BatchNorm stays float32
+        mixed = {None: None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[config.mixed_precision]
         seed = config.seed
         for i, (m, vocab) in enumerate(self.vocab_sizes.items()):
-            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=config.cpu_kernels,
+            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=config.cpu_kernels, dtype=mixed,
                                                                              name=f"teacher_{m}_attention"))
             if config.value_batchnorm:
                 setattr(self, f"teacher_{m}_value_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
             setattr(self, f"student_{m}_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"student_{m}_bn", **bn))
             setattr(self, f"student_{m}_dropout", keras.layers.Dropout(config.dropout, seed=seed + 1 + i, name=f"student_{m}_dropout"))
             for h in range(config.student_hidden_layers):
-                setattr(self, f"student_{m}_hidden{h}", keras.layers.Dense(d, activation="relu", name=f"student_{m}_hidden{h}"))
-            setattr(self, f"student_{m}_dense", keras.layers.Dense(d, activation="relu", name=f"student_{m}_dense"))
+                setattr(self, f"student_{m}_hidden{h}", keras.layers.Dense(d, activation="relu", dtype=mixed,
+                                                                                     name=f"student_{m}_hidden{h}"))
+            setattr(self, f"student_{m}_dense", keras.layers.Dense(d, activation="relu", dtype=mixed,
+                                                                          name=f"student_{m}_dense"))
         self.fused_student = resolve_cpu_kernels(config.cpu_kernels) == "numba"
         self.teacher_bn = SourceAwareBatchNorm(n_sources, d, name="teacher_bn", **bn)
         self.teacher_dropout = keras.layers.Dropout(config.dropout, seed=seed, name="teacher_dropout")
-        self.teacher_dense = keras.layers.Dense(d, activation="relu", name="teacher_dense")
+        self.teacher_dense = keras.layers.Dense(d, activation="relu", dtype=mixed, name="teacher_dense")
 
     # -- helpers -------------------------------------------------------------------------
     def layer_of(self, name: str):
@@ -92,7 +95,7 @@ class ConcertoNetwork(keras.Model):
         """Teacher embedding Z_t (B, d), eqs 1-6 and 11."""
         h = self.teacher_bn(self.pooled(batch, training), batch["source"], training=training)
         h = self.teacher_dropout(h, training=training)
-        return self.teacher_dense(h)
+        return tf.cast(self.teacher_dense(h), tf.float32)
 
     def student(self, batch, training=False):
         """Student embedding Z_s (B, d), eq 10."""
@@ -110,7 +113,7 @@ class ConcertoNetwork(keras.Model):
                 x = dropout(bn(self.dense_values(batch, m), batch["source"], training=training), training=training)
             for h in range(self.config.student_hidden_layers):
                 x = self.layer_of(f"student_{m}_hidden{h}")(x)
-            z = self.layer_of(f"student_{m}_dense")(x)
+            z = tf.cast(self.layer_of(f"student_{m}_dense")(x), tf.float32)
             total = z if total is None else total + z
         return total
 

@@ -331,3 +331,20 @@ def test_precise_batchnorm_sample_cap():
         assert np.corrcoef(got, X[cells].mean(0))[0, 1] > 0.9
     with pytest.raises(ValueError, match="precise_bn_max_cells"):
         ConcertoConfig(precise_bn_max_cells=0)
+
+
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_mixed_precision_option_trains_with_float32_weights(policy):
+    """The GPU option also runs on CPU: lower-precision compute, float32 weights and outputs."""
+    adata = simulate_groups(n_cells=200, n_genes=50, seed=2)
+    cfg = ConcertoConfig(embedding_dim=16, batch_size=50, epochs=3, mixed_precision=policy)
+    model = Concerto(adata, batch_key="batch", config=cfg, verbose=False).train()
+    losses = [h["loss"] for h in model.history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert model.network.teacher_rna_attention.compute_dtype == policy
+    assert model.network.teacher_bn.compute_dtype == "float32"
+    assert all(v.dtype == "float32" for v in model.network.weights)
+    z = model.get_latent_representation(adata)
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    with pytest.raises(ValueError, match="mixed_precision"):
+        ConcertoConfig(mixed_precision="float8")
