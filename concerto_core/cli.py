@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--authors-code-variant", action="store_true",
                      help="use the released code's architecture (tanh after pooling, value BatchNorm, 2-layer student, dropout 0.1)")
     pre.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
+    pre.add_argument("--mixed-precision", choices=["none", "bfloat16", "float16"], default="none",
+                     help="low-precision compute for GPUs (weights, BatchNorm and loss stay float32)")
+    pre.add_argument("--cpu-kernels", choices=["auto", "numba", "tensorflow"], default=defaults.cpu_kernels,
+                     help="fused numba CPU kernels or TensorFlow graphs for attention pooling and the student input "
+                          "('auto': numba without a GPU)")
+    pre.add_argument("--precise-bn-max-cells", type=int, default=defaults.precise_bn_max_cells,
+                     help="cells per source sampled for the BatchNorm statistics after training (0: all cells)")
     pre.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none",
                      help="tf.distribute: 'mirrored' = all local GPUs, 'multiworker' = machines listed in TF_CONFIG")
     pre.add_argument("--shards", action="store_true",
@@ -98,7 +105,9 @@ def main(argv=None) -> int:
         if (out / "manifest.json").exists() and not args.overwrite:
             raise SystemExit(f"{out} already holds a model; pass --overwrite to replace it")
         hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_end=args.lr_end,
-                     dropout=args.dropout, temperature=args.temperature, embedding_dim=args.embedding_dim, seed=args.seed)
+                     dropout=args.dropout, temperature=args.temperature, embedding_dim=args.embedding_dim, seed=args.seed,
+                     mixed_precision=None if args.mixed_precision == "none" else args.mixed_precision,
+                     cpu_kernels=args.cpu_kernels, precise_bn_max_cells=args.precise_bn_max_cells or None)
         if args.authors_code_variant:
             hyper.update(tanh_after_pooling=True, value_batchnorm=True, student_hidden_layers=1, dropout=0.1)
         if args.shards:

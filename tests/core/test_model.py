@@ -276,7 +276,11 @@ def test_cli_pretrain_and_embed(tmp_path):
     adata.write_h5ad(src)
     exe = [sys.executable, "-m", "concerto_core.cli"]
     subprocess.run(exe + ["pretrain", "--input", str(src), "--output", str(tmp_path / "model"), "--batch-key", "batch",
-                          "--epochs", "1", "--batch-size", "40", "--embedding-dim", "16"], check=True, capture_output=True)
+                          "--epochs", "1", "--batch-size", "40", "--embedding-dim", "16", "--threads", "1",
+                          "--cpu-kernels", "tensorflow", "--precise-bn-max-cells", "50"], check=True, capture_output=True)
+    config = json.loads((tmp_path / "model" / "manifest.json").read_text())["config"]
+    assert config["cpu_kernels"] == "tensorflow" and config["precise_bn_max_cells"] == 50
+    assert config["mixed_precision"] is None
     subprocess.run(exe + ["embed", "--model", str(tmp_path / "model"), "--input", str(src), "--output", str(tmp_path / "out.h5ad")],
                    check=True, capture_output=True)
     out = ad.read_h5ad(tmp_path / "out.h5ad")
@@ -285,7 +289,7 @@ def test_cli_pretrain_and_embed(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "does not exist" in bad.stderr
     helptext = subprocess.run(exe + ["pretrain", "--help"], capture_output=True, text=True).stdout
-    assert "--batch-key" in helptext and "--checkpoint-dir" in helptext
+    assert "--batch-key" in helptext and "--checkpoint-dir" in helptext and "--mixed-precision" in helptext
 
 
 def test_source_batches_hold_one_source_each(recorded_batches):
