@@ -48,6 +48,18 @@ _LOWEST = f32(-3.0e38)  # finite "minus infinity": fastmath assumes no infinitie
 # a tf.distribute strategy run in parallel threads); the kernels release the GIL, this lock
 # serialises them.
 _LOCK = threading.Lock()
+# Threads requested with set_cpu_threads. numba's setting is per calling thread, and the kernels
+# are called from TensorFlow's worker threads, so every call applies it again (_kernel_threads).
+_REQUESTED_THREADS: int | None = None
+
+
+def _kernel_threads() -> int:
+    """Apply the requested thread count in the calling thread; returns the threads in use."""
+    if not HAVE_NUMBA:
+        return 1
+    if _REQUESTED_THREADS:
+        nb.set_num_threads(_REQUESTED_THREADS)
+    return nb.get_num_threads()
 
 
 def _jit(**options):
@@ -193,6 +205,7 @@ def set_cpu_threads(n: int | None) -> None:
     """Keep TensorFlow and the numba kernels within ``n`` CPU threads (e.g. a cluster job's
     allocation). Call before the first TensorFlow operation; ``None``/0 leaves the defaults
     (all cores)."""
+    global _REQUESTED_THREADS
     if not n:
         return
     import tensorflow as tf
@@ -201,7 +214,7 @@ def set_cpu_threads(n: int | None) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
     if HAVE_NUMBA:
-        nb.set_num_threads(max(1, min(n, nb.config.NUMBA_NUM_THREADS)))
+        _REQUESTED_THREADS = max(1, min(n, nb.config.NUMBA_NUM_THREADS))
 
 
 def _contiguous(*arrays):
@@ -215,6 +228,7 @@ def attention_forward(projected, emb, bias, context, idx, val, splits):
     """
     args = _contiguous(projected, emb, bias, context, idx, val, splits)
     with _LOCK:
+        _kernel_threads()
         return _forward(*args)
 
 
@@ -222,9 +236,8 @@ def attention_backward(projected, emb, bias, context, idx, val, row, splits, alp
     """Gradients (d emb, d projected, d bias, d context, d val) given the upstream
     gradients of the pooled vectors and of the attention weights."""
     args = _contiguous(projected, emb, bias, context, idx, val, row, splits, alpha, dpooled, dalpha)
-    n_chunks = 4 * (nb.get_num_threads() if HAVE_NUMBA else 1)
     with _LOCK:
-        return _backward(*args, n_chunks)
+        return _backward(*args, 4 * _kernel_threads())
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,12 +368,12 @@ def bn_dropout_forward(idx, val, splits, source, mean, var, gamma, beta, epsilon
     """``dropout(BN(x))`` as a dense (B, V) matrix and its uint8 keep mask, from a flat batch."""
     args = _contiguous(idx, val, splits, source, mean, var, gamma, beta)
     with _LOCK:
+        _kernel_threads()
         return _bn_dropout_forward(*args, f32(epsilon), f32(keep), _seed64(seed))
 
 
 def bn_dropout_backward(dout, mask, idx, val, row, source, mean, var, epsilon, keep):
     """Gradients of the BatchNorm scale and offset given the upstream gradient of the output."""
     args = _contiguous(dout, mask, idx, val, row, source, mean, var)
-    n_chunks = 4 * (nb.get_num_threads() if HAVE_NUMBA else 1)
     with _LOCK:
-        return _bn_dropout_backward(*args, f32(epsilon), f32(keep), n_chunks)
+        return _bn_dropout_backward(*args, f32(epsilon), f32(keep), 4 * _kernel_threads())

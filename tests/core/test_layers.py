@@ -255,3 +255,17 @@ def test_fused_dropout_mask_is_bernoulli_and_seeded():
     # no structure along cells or features: per-row and per-column keep rates look binomial
     assert np.abs(m.mean(1) - 0.8).max() < 6 * np.sqrt(0.16 / m.shape[1])
     assert np.abs(m.mean(0) - 0.8).max() < 6 * np.sqrt(0.16 / m.shape[0])
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA or kernels.nb.config.NUMBA_NUM_THREADS < 2, reason="needs numba, 2+ cores")
+def test_thread_limit_applies_in_the_threads_that_call_the_kernels(monkeypatch):
+    """numba's thread count is per calling thread; TensorFlow calls the kernels from its own
+    worker threads, so a limit set once (set_cpu_threads) must be re-applied there."""
+    import threading
+
+    monkeypatch.setattr(kernels, "_REQUESTED_THREADS", 1)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(kernels._kernel_threads()))
+    worker.start()
+    worker.join()
+    assert seen == [1]
