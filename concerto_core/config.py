@@ -49,7 +49,8 @@ class ConcertoConfig:
         With a batch key, draw every mini-batch from a single source ("BatchNorm is only
         conducted within cells from the same source"); negatives then share the anchor's
         source, so source identity cannot help tell cells apart. False: mixed batches with
-        per-source statistics inside each batch.
+        per-source statistics inside each batch. Streamed (sharded) input cuts single-source
+        batches within each read window; many small sources then give smaller batches.
     epochs
         Passes over the training cells (paper: 3).
     lr, lr_end

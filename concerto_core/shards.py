@@ -191,15 +191,23 @@ class ShardedCells:
         return {"source": source[rows], f"{m}_idx": idx, f"{m}_val": val, f"{m}_row": row, f"{m}_len": length}
 
     def iter_epoch(self, epoch: int, seed: int, batch_size: int, modalities=None, by_source: bool = False):
-        """Shuffled mini-batches covering every cell once: random blocks pooled per window."""
-        if by_source:
-            raise ValueError("source_batches=True (single-source mini-batches) is not supported for sharded input; "
-                             "write one shard directory per source or use mixed batches")
+        """Shuffled mini-batches covering every cell once: random blocks pooled per window.
+
+        ``by_source=False``: full batches of mixed sources; the last batch takes the remainder
+        (a single leftover cell is merged into the batch before it).
+        ``by_source=True``: every batch holds cells of one source. Within a window each
+        source's cells are cut into full batches, the batches are shuffled, and each source's
+        leftover cells are carried into the next window (while they stay under half a window;
+        beyond, the largest leftovers become smaller batches); at the end, each source's
+        remainder is one smaller batch (a source with a single leftover cell gives a one-cell
+        batch, as in-memory training does for one-cell sources).
+        """
         rng = np.random.default_rng([seed, epoch, 7])
         blocks = self.blocks()
         order = rng.permutation(len(blocks))
         carry_X, carry_src = None, None
-        pending = None  # hold one batch back so a tiny remainder can be merged into it
+        carry_limit = max(batch_size, self.block_cells * self.window_blocks // 2)
+        pending = None  # hold one batch back so a tiny remainder can be merged into it (mixed batches)
         for w in range(0, len(order), self.window_blocks):
             parts = [blocks[i] for i in order[w : w + self.window_blocks]]
             Xs = [self.read_block(*b) for b in parts]
@@ -210,28 +218,41 @@ class ShardedCells:
             X = sp.vstack(Xs, format="csr")
             src = np.concatenate(srcs)
             perm = rng.permutation(X.shape[0])
-            n_full = X.shape[0] // batch_size
-            for b in range(n_full):
-                rows = perm[b * batch_size : (b + 1) * batch_size]
+            groups = [perm[src[perm] == s] for s in np.unique(src)] if by_source else [perm]
+            full, rest = [], []
+            for cells in groups:
+                n_full = len(cells) // batch_size
+                full.extend(cells[b * batch_size : (b + 1) * batch_size] for b in range(n_full))
+                rest.append(cells[n_full * batch_size :])
+            if by_source:
+                # Many small sources would pile up leftovers; past half a window, the largest
+                # leftovers (>= 2 cells) become smaller batches now, so memory stays bounded.
+                rest.sort(key=len, reverse=True)
+                while sum(map(len, rest)) > carry_limit and len(rest[0]) >= 2:
+                    full.append(rest.pop(0))
+            for i in rng.permutation(len(full)) if by_source else range(len(full)):
                 if pending is not None:
                     yield pending
-                pending = self._batch(X, rows, src)
-            rest = perm[n_full * batch_size :]
+                pending = self._batch(X, full[i], src)
+            rest = np.concatenate(rest)
             carry_X, carry_src = X[rest], src[rest]
-        if carry_X is not None and carry_X.shape[0]:
-            if pending is not None and carry_X.shape[0] < 2:
-                # Merge a remainder too small for the contrastive loss into the held-back batch.
-                tail = self._batch(carry_X, np.arange(carry_X.shape[0]), carry_src)
-                m = self.modality
-                tail[f"{m}_row"] = tail[f"{m}_row"] + len(pending["source"])
-                merged = {key: np.concatenate([value, tail[key]]) for key, value in pending.items()}
-                pending = merged
-            else:
-                if pending is not None:
-                    yield pending
-                pending = self._batch(carry_X, np.arange(carry_X.shape[0]), carry_src)
-        if pending is not None:
+        if pending is not None and (by_source or carry_X is None or carry_X.shape[0] != 1):
             yield pending
+            pending = None
+        if carry_X is None or not carry_X.shape[0]:
+            if pending is not None:
+                yield pending
+            return
+        if pending is not None:
+            # Mixed batches: merge a remainder too small for the contrastive loss into the held-back batch.
+            tail = self._batch(carry_X, np.arange(carry_X.shape[0]), carry_src)
+            m = self.modality
+            tail[f"{m}_row"] = tail[f"{m}_row"] + len(pending["source"])
+            yield {key: np.concatenate([value, tail[key]]) for key, value in pending.items()}
+            return
+        remainders = [np.flatnonzero(carry_src == s) for s in np.unique(carry_src)] if by_source else [np.arange(carry_X.shape[0])]
+        for i in rng.permutation(len(remainders)):
+            yield self._batch(carry_X, remainders[i], carry_src)
 
     def iter_ordered(self, batch_size: int, modalities=None, rows=None):
         """(global row indices, batch) in file order, for embedding and statistics."""

@@ -110,3 +110,29 @@ def test_training_memory_does_not_grow_with_cells(tmp_path):
         peaks[n] = int(out.stdout.strip().splitlines()[-1])
     print(f"\npeak RSS (KiB) by cells: {json.dumps(peaks)}")
     assert peaks[80_000] < 1.15 * peaks[10_000]
+
+
+@pytest.mark.parametrize("n_sources,batch_size", [(3, 50), (40, 50)])
+def test_single_source_batches_from_shards(tmp_path, n_sources, batch_size):
+    """source_batches for streamed input: every cell once per epoch, each batch one source,
+    batches of different sources interleaved; many small sources (40 x ~26 cells, smaller
+    than a batch) are flushed as smaller batches instead of piling up."""
+    n = 1037
+    adata = identity_cells(n)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(n_sources, n, p=np.arange(1, n_sources + 1) / np.arange(1, n_sources + 1).sum())
+    adata.obs["batch"] = pd.Categorical([f"s{k:02d}" for k in labels])
+    write_shards(adata, tmp_path / "ds", shard_size=300, obs_columns=["batch"])
+    data = ShardedCells(tmp_path / "ds", batch_key="batch", block_cells=64, window_blocks=3)
+    source_of_cell = np.asarray(data.source)
+    seen, batch_sources = [], []
+    for batch in data.iter_epoch(0, seed=0, batch_size=batch_size, by_source=True):
+        cells = batch["rna_idx"]
+        assert len(set(batch["source"].tolist())) == 1
+        np.testing.assert_array_equal(batch["source"], source_of_cell[cells])
+        assert 1 <= len(cells) <= batch_size
+        seen.extend(cells.tolist())
+        batch_sources.append(int(batch["source"][0]))
+    assert sorted(seen) == list(range(n))
+    runs = 1 + sum(a != b for a, b in zip(batch_sources, batch_sources[1:]))
+    assert runs > len(set(batch_sources))  # sources interleave, not one source after another
