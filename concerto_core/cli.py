@@ -1,4 +1,4 @@
-"""Command line: ``concerto pretrain`` and ``concerto embed`` (``concerto <command> --help``)."""
+"""Command line: ``concerto pretrain``, ``concerto embed`` and ``concerto map`` (``concerto <command> --help``)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="BatchNorm of sources unseen in training: own statistics or training average")
     emb.add_argument("--min-gene-overlap", type=float, default=0.5, help="refuse queries sharing fewer vocabulary genes")
     emb.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
+
+    mp = sub.add_parser("map", help="map query cells onto an annotated reference: embed both with the reference model "
+                                    "(optionally fine-tuned on the query first) and vote labels among k nearest "
+                                    "reference cells; writes the query with obs['predicted_label'], obs['conf_score']",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mp.add_argument("--model", required=True, help="reference model directory written by 'concerto pretrain'")
+    mp.add_argument("--reference", required=True, help="annotated reference cells (.h5ad; the model's batch key in obs)")
+    mp.add_argument("--query", required=True, help="query cells (.h5ad, genes matched to the model by name)")
+    mp.add_argument("--output", required=True, help="output .h5ad: the query plus obsm['X_concerto'] and the predictions")
+    mp.add_argument("--label-key", required=True, help="reference obs column(s) to transfer, comma-separated (coarse,fine)")
+    mp.add_argument("--hierarchical", action="store_true", help="vote the fine level among cells of the voted coarse label")
+    mp.add_argument("--k", type=int, default=5, help="neighbours that vote")
+    mp.add_argument("--threshold", type=float, default=None,
+                    help="confidence below which a cell is labelled 'unknown' (rejection); default: none")
+    mp.add_argument("--query-batch-key", default=None,
+                    help="query obs column with its sources (each gets its own BatchNorm statistics); default: one source")
+    mp.add_argument("--finetune-dir", default=None,
+                    help="first fine-tune the model on the query (unsupervised, paper's mapping mode b) and save it here")
+    mp.add_argument("--finetune-epochs", type=int, default=1, help="epochs of query fine-tuning")
+    mp.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
+                    help="BatchNorm of query sources unseen in training (direct inference): own statistics or training average")
+    mp.add_argument("--min-gene-overlap", type=float, default=0.5, help="refuse queries sharing fewer vocabulary genes")
+    mp.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
     return p
 
 
@@ -131,7 +154,42 @@ def main(argv=None) -> int:
         adata.write_h5ad(tmp)
         os.replace(tmp, out)
         return 0
+    if args.command == "map":
+        return _map(args, Concerto)
     return 2
+
+
+def _map(args, Concerto) -> int:
+    from .finetune import finetune_query
+    from .label_transfer import transfer_labels
+
+    out = Path(args.output)
+    if out.suffix != ".h5ad":
+        raise SystemExit(f"--output {out} must end in .h5ad")
+    labels = [k for k in args.label_key.split(",") if k]
+    reference, query = _read_h5ad(args.reference), _read_h5ad(args.query)
+    missing = [k for k in labels if k not in reference.obs]
+    if missing:
+        raise SystemExit(f"label column(s) {missing} not in the reference's obs (have {list(reference.obs.columns)[:20]})")
+    model = Concerto.load(args.model)
+    if model.batch_key is not None and model.batch_key not in reference.obs:
+        raise SystemExit(f"the reference lacks obs[{model.batch_key!r}], the model's batch key")
+    if args.query_batch_key is not None and args.query_batch_key not in query.obs:
+        raise SystemExit(f"--query-batch-key {args.query_batch_key!r} is not a column of the query's obs")
+    if args.finetune_dir:
+        model = finetune_query(args.model, query, args.finetune_dir, batch_key=args.query_batch_key,
+                               epochs=args.finetune_epochs, min_gene_overlap=args.min_gene_overlap, verbose=True)
+    model.embed(reference)
+    model.embed(query, batch_key=args.query_batch_key, unseen_source=args.unseen_source,
+                min_gene_overlap=args.min_gene_overlap)
+    transfer_labels(reference, query, labels if len(labels) > 1 else labels[0], k=args.k, threshold=args.threshold,
+                    hierarchical=True if args.hierarchical else None)
+    tmp = out.with_name(f".{out.name}.tmp.h5ad")
+    query.write_h5ad(tmp)
+    os.replace(tmp, out)
+    print(json.dumps({"query": str(out), "cells": int(query.n_obs), "labels": labels,
+                      "model": str(args.finetune_dir or args.model)}), file=sys.stdout)
+    return 0
 
 
 if __name__ == "__main__":

@@ -352,3 +352,31 @@ def test_mixed_precision_option_trains_with_float32_weights(policy):
     assert z.dtype == np.float32 and np.isfinite(z).all()
     with pytest.raises(ValueError, match="mixed_precision"):
         ConcertoConfig(mixed_precision="float8")
+
+
+def test_cli_map_direct_and_finetuned(tmp_path):
+    """`concerto map`: reference model + annotated reference + query -> query with predictions."""
+    adata = simulate_groups(n_cells=600, n_genes=200, seed=6)
+    held_out = np.random.default_rng(0).random(adata.n_obs) < 0.25
+    ref, query = adata[~held_out].copy(), adata[held_out].copy()
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    query.write_h5ad(tmp_path / "query.h5ad")
+    exe = [sys.executable, "-m", "concerto_core.cli"]
+    subprocess.run(exe + ["pretrain", "--input", str(tmp_path / "ref.h5ad"), "--output", str(tmp_path / "model"),
+                          "--batch-key", "batch", "--epochs", "4", "--batch-size", "64"], check=True, capture_output=True)
+    common = ["map", "--model", str(tmp_path / "model"), "--reference", str(tmp_path / "ref.h5ad"),
+              "--query", str(tmp_path / "query.h5ad"), "--query-batch-key", "batch", "--threads", "1"]
+    for extra, name in (([], "direct"), (["--finetune-dir", str(tmp_path / "tuned")], "tuned")):
+        out_file = tmp_path / f"{name}.h5ad"
+        run = subprocess.run(exe + common + ["--label-key", "group", "--output", str(out_file)] + extra,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        out = ad.read_h5ad(out_file)
+        assert out.obsm["X_concerto"].shape == (query.n_obs, 128)
+        assert ((out.obs["conf_score"] >= 0) & (out.obs["conf_score"] <= 1)).all()
+        accuracy = (out.obs["predicted_label"].astype(str) == query.obs["group"].astype(str)).mean()
+        assert accuracy > 0.6, (name, accuracy)  # 5 groups: chance is ~0.2
+    assert (tmp_path / "tuned" / "manifest.json").exists()
+    bad = subprocess.run(exe + common + ["--label-key", "celltype", "--output", str(tmp_path / "x.h5ad")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "celltype" in bad.stderr and not (tmp_path / "x.h5ad").exists()
