@@ -40,8 +40,9 @@ class ConcertoConfig:
         its training cells (instead of relying on running averages, which converge
         slowly when an epoch has few steps).
     precise_bn_max_cells
-        Cap on the cells per source used by ``precise_bn`` (a seeded random sample above
-        it; ``None``: all). 100,000 cells pin a mean to ~0.3% of a standard deviation,
+        Cap on the cells per source used by ``precise_bn``, and by the statistics of a
+        query source unseen in training (``unseen_source='adapt'``): a seeded random sample
+        above it; ``None``: all. 100,000 cells pin a mean to ~0.3% of a standard deviation,
         while a pass over a 10M-cell atlas would cost as much as an epoch.
     batch_size
         Cells per mini-batch. 256 by default for speed; the paper used 32.

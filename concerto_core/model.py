@@ -388,6 +388,13 @@ class Concerto:
                     var = np.maximum(total_sq[s_] / count[s_] - mean**2, 0.0)
                     layers[name].set_statistics(int(s_), mean.astype(np.float32), var.astype(np.float32))
 
+    def _statistics_sample(self, rows: np.ndarray) -> np.ndarray:
+        """``rows``, or a seeded sorted sample of ``config.precise_bn_max_cells`` of them."""
+        cap = self.config.precise_bn_max_cells
+        if cap is None or len(rows) <= cap:
+            return rows
+        return np.sort(np.random.default_rng([self.config.seed, 11]).choice(rows, size=cap, replace=False))
+
     def _precise_batchnorm(self, inputs) -> None:
         """Replace running averages by each source's statistics over its training cells (all of
         them, or a seeded random sample of ``config.precise_bn_max_cells`` per source)."""
@@ -396,10 +403,8 @@ class Concerto:
         rows = None
         counts = np.bincount(inputs.source, minlength=self.n_sources)
         if cap is not None and counts.max() > cap:
-            rng = np.random.default_rng([self.config.seed, 11])
-            rows = np.sort(np.concatenate([
-                rng.choice(np.flatnonzero(inputs.source == s), size=min(cap, int(n)), replace=False)
-                for s, n in enumerate(counts) if n > 0]))
+            rows = np.sort(np.concatenate([self._statistics_sample(np.flatnonzero(inputs.source == s))
+                                           for s, n in enumerate(counts) if n > 0]))
         self._estimate_statistics(inputs, rows)
         used = inputs.n_cells if rows is None else len(rows)
         self._say(f"BatchNorm statistics recomputed over {used} training cells ({time.perf_counter() - t0:.1f}s)")
@@ -492,7 +497,7 @@ class Concerto:
         try:
             for label, rows in unseen.items():
                 if unseen_source == "adapt":
-                    self._estimate_statistics(inputs, rows, self.n_sources, modalities)
+                    self._estimate_statistics(inputs, self._statistics_sample(rows), self.n_sources, modalities)
                 run(rows)
         finally:
             for layer, mean, var in saved:

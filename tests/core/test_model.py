@@ -380,3 +380,19 @@ def test_cli_map_direct_and_finetuned(tmp_path):
     bad = subprocess.run(exe + common + ["--label-key", "celltype", "--output", str(tmp_path / "x.h5ad")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "celltype" in bad.stderr and not (tmp_path / "x.h5ad").exists()
+
+
+def test_unseen_source_statistics_use_the_sample_cap(trained):
+    adata, model, _ = trained
+    query = adata.copy()
+    query.obs["batch"] = pd.Categorical(["new_lab"] * query.n_obs)
+    full = model.get_latent_representation(query)
+    original = model.config
+    try:
+        model.config = original.replace(precise_bn_max_cells=40)
+        sampled = model.get_latent_representation(query)
+    finally:
+        model.config = original
+    cosine = (full * sampled).sum(1)  # rows are L2-normalised
+    assert not np.allclose(full, sampled, atol=1e-6)  # 40 of 400 cells: other statistics...
+    assert np.median(cosine) > 0.9  # ...but nearly the same embedding
