@@ -1,4 +1,4 @@
-"""Command line: ``concerto pretrain``, ``concerto embed`` and ``concerto map`` (``concerto <command> --help``)."""
+"""Command line: ``concerto pretrain | embed | map | finetune | classify`` (``concerto <command> --help``)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ def _set_threads(n):
     set_cpu_threads(n)
 
 
+def _subcommand(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand parser with defaults in its --help and the shared --threads option."""
+    parser = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for TensorFlow and the numba kernels (default: all)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import ConcertoConfig
 
@@ -46,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="concerto", description="Concerto single-cell contrastive learning")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pre = sub.add_parser("pretrain", help="contrastive pretraining on an .h5ad; writes a model directory",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pre = _subcommand(sub, "pretrain", "contrastive pretraining on an .h5ad; writes a model directory")
     pre.add_argument("--input", required=True, help="training cells (.h5ad; X log-normalised, var_names = genes), or a shard directory with --shards")
     pre.add_argument("--output", required=True, help="model directory to write")
     pre.add_argument("--batch-key", default=None, help="obs column with the source/batch (source-aware BatchNorm)")
@@ -65,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--checkpoint-dir", default=None, help="save per-epoch checkpoints here and resume from them")
     pre.add_argument("--authors-code-variant", action="store_true",
                      help="use the released code's architecture (tanh after pooling, value BatchNorm, 2-layer student, dropout 0.1)")
-    pre.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
     pre.add_argument("--mixed-precision", choices=["none", "bfloat16", "float16"], default="none",
                      help="low-precision compute for GPUs (weights, BatchNorm and loss stay float32)")
     pre.add_argument("--cpu-kernels", choices=["auto", "numba", "tensorflow"], default=defaults.cpu_kernels,
@@ -79,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--input is a sharded dataset directory (streamed, for data larger than memory)")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
 
-    emb = sub.add_parser("embed", help="embed cells with a trained model; writes an .h5ad with obsm[KEY]",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    emb = _subcommand(sub, "embed", "embed cells with a trained model; writes an .h5ad with obsm[KEY]")
     emb.add_argument("--model", required=True, help="model directory written by 'concerto pretrain'")
     emb.add_argument("--input", required=True, help="cells to embed (.h5ad, same gene identifiers as the model)")
     emb.add_argument("--output", required=True, help="output .h5ad (input plus the embedding)")
@@ -91,12 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
                      help="BatchNorm of sources unseen in training: own statistics or training average")
     emb.add_argument("--min-gene-overlap", type=float, default=0.5, help="refuse queries sharing fewer vocabulary genes")
-    emb.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
 
-    mp = sub.add_parser("map", help="map query cells onto an annotated reference: embed both with the reference model "
-                                    "(optionally fine-tuned on the query first) and vote labels among k nearest "
-                                    "reference cells; writes the query with obs['predicted_label'], obs['conf_score']",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mp = _subcommand(sub, "map", "map query cells onto an annotated reference: embed both with the reference model "
+                                 "(optionally fine-tuned on the query first) and vote labels among k nearest "
+                                 "reference cells; writes the query with obs['predicted_label'], obs['conf_score']")
     mp.add_argument("--model", required=True, help="reference model directory written by 'concerto pretrain'")
     mp.add_argument("--reference", required=True, help="annotated reference cells (.h5ad; the model's batch key in obs)")
     mp.add_argument("--query", required=True, help="query cells (.h5ad, genes matched to the model by name)")
@@ -114,7 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
                     help="BatchNorm of query sources unseen in training (direct inference): own statistics or training average")
     mp.add_argument("--min-gene-overlap", type=float, default=0.5, help="refuse queries sharing fewer vocabulary genes")
-    mp.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow and the numba kernels (default: all)")
+
+    ft = _subcommand(sub, "finetune", "supervised fine-tuning of a pretrained model on labelled cells (eq 12; "
+                                      "eq 13 domain adaptation with --target); writes a classifier directory")
+    ft.add_argument("--model", required=True, help="pretrained model directory (left unchanged)")
+    ft.add_argument("--input", required=True, help="labelled cells (.h5ad)")
+    ft.add_argument("--label-key", required=True, help="obs column with the labels to learn (NaN = unlabelled, skipped)")
+    ft.add_argument("--output", required=True, help="classifier directory to write")
+    ft.add_argument("--epochs", type=int, default=1, help="passes over the labelled cells (paper: 1)")
+    ft.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
+    ft.add_argument("--batch-size", type=int, default=32, help="cells per mini-batch (paper: 32)")
+    ft.add_argument("--freeze-teacher", action="store_true", help="train the classification head only")
+    ft.add_argument("--target", default=None, help="unlabelled cells of the dataset to annotate (.h5ad): adds the "
+                                                   "domain-adaptation consistency loss")
+    ft.add_argument("--consistency-weight", type=float, default=1.0, help="lambda of the consistency loss")
+    ft.add_argument("--seed", type=int, default=None, help="random seed (default: the model's)")
+    ft.add_argument("--overwrite", action="store_true", help="replace an existing classifier directory")
+
+    cl = _subcommand(sub, "classify", "annotate cells with a fine-tuned classifier: obs['predicted_label'], "
+                                      "obs['conf_score'] (below --threshold: 'unknown')")
+    cl.add_argument("--classifier", required=True, help="directory written by 'concerto finetune'")
+    cl.add_argument("--input", required=True, help="cells to annotate (.h5ad)")
+    cl.add_argument("--output", required=True, help="output .h5ad (input plus the predictions)")
+    cl.add_argument("--threshold", type=float, default=None, help="reject predictions with lower confidence")
+    cl.add_argument("--batch-key", default="__model__", help="obs column with sources (default: the model's key)")
+    cl.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
+                    help="BatchNorm of sources unseen in training: own statistics or training average")
     return p
 
 
@@ -149,14 +177,55 @@ def main(argv=None) -> int:
         batch_key = None if args.batch_key in ("", "none", "None") else args.batch_key
         model.embed(adata, key_added=args.key_added, batch_key=batch_key, student=args.student, modalities=mods,
                     unseen_source=args.unseen_source, min_gene_overlap=args.min_gene_overlap)
-        out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp.h5ad")
-        adata.write_h5ad(tmp)
-        os.replace(tmp, out)
+        _write_h5ad(adata, args.output)
         return 0
     if args.command == "map":
         return _map(args, Concerto)
+    if args.command == "finetune":
+        return _finetune(args, Concerto)
+    if args.command == "classify":
+        return _classify(args)
     return 2
+
+
+def _write_h5ad(adata, path) -> None:
+    """Write atomically: a temporary file renamed into place, so no half-written output."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp.h5ad")
+    adata.write_h5ad(tmp)
+    os.replace(tmp, out)
+
+
+def _finetune(args, Concerto) -> int:
+    from .finetune import fine_tune
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"{out} is not empty; pass --overwrite to replace it")
+    adata = _read_h5ad(args.input)
+    if args.label_key not in adata.obs:
+        raise SystemExit(f"--label-key {args.label_key!r} is not a column of {args.input}'s obs")
+    target = _read_h5ad(args.target) if args.target else None
+    model = Concerto.load(args.model)
+    clf = fine_tune(model, adata, args.label_key, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    freeze_teacher=args.freeze_teacher, seed=args.seed, target_adata=target,
+                    consistency_weight=args.consistency_weight)
+    clf.save(out, overwrite=args.overwrite)
+    print(json.dumps({"classifier": str(out), "categories": list(clf.categories)}), file=sys.stdout)
+    return 0
+
+
+def _classify(args) -> int:
+    from .finetune import ConcertoClassifier
+
+    if Path(args.output).suffix != ".h5ad":
+        raise SystemExit(f"--output {args.output} must end in .h5ad")
+    clf = ConcertoClassifier.load(args.classifier)
+    adata = _read_h5ad(args.input)
+    batch_key = None if args.batch_key in ("", "none", "None") else args.batch_key
+    clf.annotate(adata, threshold=args.threshold, batch_key=batch_key, unseen_source=args.unseen_source)
+    _write_h5ad(adata, args.output)
+    return 0
 
 
 def _map(args, Concerto) -> int:
@@ -184,9 +253,7 @@ def _map(args, Concerto) -> int:
                 min_gene_overlap=args.min_gene_overlap)
     transfer_labels(reference, query, labels if len(labels) > 1 else labels[0], k=args.k, threshold=args.threshold,
                     hierarchical=True if args.hierarchical else None)
-    tmp = out.with_name(f".{out.name}.tmp.h5ad")
-    query.write_h5ad(tmp)
-    os.replace(tmp, out)
+    _write_h5ad(query, out)
     print(json.dumps({"query": str(out), "cells": int(query.n_obs), "labels": labels,
                       "model": str(args.finetune_dir or args.model)}), file=sys.stdout)
     return 0

@@ -354,16 +354,23 @@ def test_mixed_precision_option_trains_with_float32_weights(policy):
         ConcertoConfig(mixed_precision="float8")
 
 
-def test_cli_map_direct_and_finetuned(tmp_path):
-    """`concerto map`: reference model + annotated reference + query -> query with predictions."""
-    adata = simulate_groups(n_cells=600, n_genes=200, seed=6)
-    held_out = np.random.default_rng(0).random(adata.n_obs) < 0.25
+def _cli_reference(tmp_path, seed: int, split_seed: int, epochs: int):
+    """Synthetic cells split into reference/held-out query files and a model pretrained by the CLI."""
+    adata = simulate_groups(n_cells=600, n_genes=200, seed=seed)
+    held_out = np.random.default_rng(split_seed).random(adata.n_obs) < 0.25
     ref, query = adata[~held_out].copy(), adata[held_out].copy()
     ref.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")
     exe = [sys.executable, "-m", "concerto_core.cli"]
     subprocess.run(exe + ["pretrain", "--input", str(tmp_path / "ref.h5ad"), "--output", str(tmp_path / "model"),
-                          "--batch-key", "batch", "--epochs", "4", "--batch-size", "64"], check=True, capture_output=True)
+                          "--batch-key", "batch", "--epochs", str(epochs), "--batch-size", "64"],
+                   check=True, capture_output=True)
+    return exe, query
+
+
+def test_cli_map_direct_and_finetuned(tmp_path):
+    """`concerto map`: reference model + annotated reference + query -> query with predictions."""
+    exe, query = _cli_reference(tmp_path, seed=6, split_seed=0, epochs=4)
     common = ["map", "--model", str(tmp_path / "model"), "--reference", str(tmp_path / "ref.h5ad"),
               "--query", str(tmp_path / "query.h5ad"), "--query-batch-key", "batch", "--threads", "1"]
     for extra, name in (([], "direct"), (["--finetune-dir", str(tmp_path / "tuned")], "tuned")):
@@ -396,3 +403,23 @@ def test_unseen_source_statistics_use_the_sample_cap(trained):
     cosine = (full * sampled).sum(1)  # rows are L2-normalised
     assert not np.allclose(full, sampled, atol=1e-6)  # 40 of 400 cells: other statistics...
     assert np.median(cosine) > 0.9  # ...but nearly the same embedding
+
+
+def test_cli_finetune_and_classify(tmp_path):
+    """`concerto finetune` (supervised, eq 12) then `concerto classify` on held-out cells."""
+    exe, query = _cli_reference(tmp_path, seed=8, split_seed=1, epochs=2)
+    tune = exe + ["finetune", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "ref.h5ad"),
+                  "--output", str(tmp_path / "clf"), "--epochs", "2", "--threads", "1"]
+    run = subprocess.run(tune + ["--label-key", "group"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run(exe + ["classify", "--classifier", str(tmp_path / "clf"), "--input", str(tmp_path / "query.h5ad"),
+                                "--output", str(tmp_path / "annotated.h5ad"), "--threshold", "0.3"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = ad.read_h5ad(tmp_path / "annotated.h5ad")
+    accuracy = (out.obs["predicted_label"].astype(str) == query.obs["group"].astype(str)).mean()
+    print(f"\nconcerto finetune + classify, held-out accuracy {accuracy:.3f}")
+    assert accuracy > 0.8, accuracy
+    assert out.obs["conf_score"].between(0, 1).all()
+    bad = subprocess.run(tune + ["--label-key", "celltype", "--overwrite"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "celltype" in bad.stderr
