@@ -10,9 +10,11 @@ Methods of the paper implemented here:
   supervised loss only (:meth:`ConcertoClassifier.end_to_end`).
 * **Domain adaptation** (eq 13): for unlabelled target cells, the prediction with a fixed
   copy of the parameters (stop-gradient, no dropout, stored BatchNorm statistics) is the
-  target of a cross-entropy with the prediction on an augmented view (teacher dropout
-  on). The loss is ``CE(source) + lambda * consistency`` (lambda = 1). Target labels are
-  never read.
+  target of a cross-entropy with the prediction on the augmented view: the same head on
+  the target cells' student embedding Z_s with its dropout on (paper: "y-hat in
+  Z_s^target ... augmented embeddings"). The loss is ``CE(source) + lambda * consistency``
+  (lambda = 1); with a trainable teacher the student is trained with it. Target labels
+  are never read.
 * **NOTA rejection**: cells whose maximal class probability (``conf_score``) is below a
   threshold are labelled ``Unknown`` (:func:`concerto_core.label_transfer.apply_rejection`).
 * **Query-to-reference mapping, mode (b)**: :func:`finetune_query` continues the
@@ -99,8 +101,9 @@ def _teacher(net, batch, bn_training: bool, dropout: bool):
     return net.teacher_dense(h)
 
 
-def _teacher_variables(net):
-    return [v for v in net.trainable_variables if model_io.variable_path(v, net.name).startswith("teacher")]
+def _branch_variables(net, branch: str):
+    """Trainable variables of the ``'teacher'`` or ``'student'`` branch."""
+    return [v for v in net.trainable_variables if model_io.variable_path(v, net.name).startswith(branch)]
 
 
 @dataclass
@@ -205,7 +208,9 @@ class ConcertoClassifier:
                 if not freeze_teacher or slot >= n_before:
                     model._estimate_statistics(data, data_rows[data.source[data_rows] == slot], int(slot), mods)
 
-        variables = list(self.head.trainable_variables) + ([] if freeze_teacher else _teacher_variables(net))
+        variables = list(self.head.trainable_variables)
+        if not freeze_teacher:
+            variables += _branch_variables(net, "teacher") + (_branch_variables(net, "student") if target is not None else [])
         optimizer = keras.optimizers.Adam(learning_rate=lr)
         optimizer.build(variables)
         keras.utils.set_random_seed(seed)
@@ -231,7 +236,7 @@ class ConcertoClassifier:
             fixed = tf.stop_gradient(tf.nn.softmax(head(_teacher(net, tbatch, False, False)), axis=-1))
             with tf.GradientTape() as tape:
                 sup = supervised(batch, y)
-                aug = head(_teacher(net, tbatch, train_teacher, True))  # augmented view (dropout)
+                aug = head(net.student(tbatch, training=True))  # augmented view: student embedding, dropout on
                 cons = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=fixed, logits=aug))
                 loss = sup + lam * cons
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
