@@ -258,29 +258,40 @@ def _source_moments(idx, val, row, source, n_slots, n_features):
     counts = np.zeros(n_slots, np.float64)
     for c in range(source.shape[0]):
         counts[source[c]] += 1.0
-    sums = np.zeros((n_slots, n_features), np.float64)
-    for j in range(idx.shape[0]):
-        sums[source[row[j]], idx[j]] += val[j]
-    mean = np.zeros((n_slots, n_features), np.float64)
+    # float64 work arrays only for the sources present in the batch (often one or a few)
+    compact = np.full(n_slots, -1, np.int64)
+    present = 0
     for s in range(n_slots):
         if counts[s] > 0:
-            for f in range(n_features):
-                mean[s, f] = sums[s, f] / counts[s]
+            compact[s] = present
+            present += 1
+    sums = np.zeros((present, n_features), np.float64)
+    for j in range(idx.shape[0]):
+        sums[compact[source[row[j]]], idx[j]] += val[j]
+    mean = np.zeros((n_slots, n_features), np.float32)
+    var = np.zeros((n_slots, n_features), np.float32)
     # two-pass variance: squared deviations of the stored entries + (n - nnz) mean^2 for the zeros
-    squares = np.zeros((n_slots, n_features), np.float64)
-    stored = np.zeros((n_slots, n_features), np.float64)
-    for j in range(idx.shape[0]):
-        s = source[row[j]]
-        f = idx[j]
-        dev = val[j] - mean[s, f]
-        squares[s, f] += dev * dev
-        stored[s, f] += 1.0
-    var = np.zeros((n_slots, n_features), np.float64)
+    squares = np.zeros((present, n_features), np.float64)
+    stored = np.zeros((present, n_features), np.float64)
     for s in range(n_slots):
-        if counts[s] > 0:
+        k = compact[s]
+        if k >= 0:
             for f in range(n_features):
-                var[s, f] = (squares[s, f] + (counts[s] - stored[s, f]) * mean[s, f] ** 2) / counts[s]
-    return mean.astype(np.float32), var.astype(np.float32), counts.astype(np.float32)
+                sums[k, f] /= counts[s]
+    for j in range(idx.shape[0]):
+        k = compact[source[row[j]]]
+        f = idx[j]
+        dev = val[j] - sums[k, f]
+        squares[k, f] += dev * dev
+        stored[k, f] += 1.0
+    for s in range(n_slots):
+        k = compact[s]
+        if k >= 0:
+            for f in range(n_features):
+                m = sums[k, f]
+                mean[s, f] = m
+                var[s, f] = (squares[k, f] + (counts[s] - stored[k, f]) * m * m) / counts[s]
+    return mean, var, counts.astype(np.float32)
 
 
 @_jit(inline="always")
