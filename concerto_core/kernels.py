@@ -388,3 +388,19 @@ def bn_dropout_backward(dout, mask, idx, val, row, source, mean, var, epsilon, k
     args = _contiguous(dout, mask, idx, val, row, source, mean, var)
     with _LOCK:
         return _bn_dropout_backward(*args, f32(epsilon), f32(keep), 4 * _kernel_threads())
+
+
+def warm_up() -> None:
+    """Compile every kernel (or load it from numba's on-disk cache) on a tiny batch, with the
+    argument types TensorFlow passes, so the first training step does not stall silently."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(3, 4)).astype(np.float32)
+    vec = np.ones(4, np.float32)
+    idx, row = np.array([0, 2], np.int32), np.array([0, 0], np.int32)
+    val, splits, source = np.array([1.0, 2.0], np.float32), np.array([0, 2], np.int32), np.array([0], np.int32)
+    pooled, alpha = attention_forward(table, table, vec, vec, idx, val, splits)
+    attention_backward(table, table, vec, vec, idx, val, row, splits, alpha, pooled, np.zeros_like(alpha))
+    mean, var, _ = source_moments(idx, val, row, source, np.int32(2), np.int32(3))
+    out, mask = bn_dropout_forward(idx, val, splits, source, mean, var, np.ones(3, np.float32), np.zeros(3, np.float32),
+                                   np.float32(1e-3), np.float32(0.8), np.zeros(2, np.int64))
+    bn_dropout_backward(out, mask, idx, val, row, source, mean, var, np.float32(1e-3), np.float32(0.8))

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from . import io as model_io
+from . import kernels
 from .config import ConcertoConfig
 from .data import CellInputs, normalise_modalities, prefetch, read_modality, slice_cells, spec_to_json
 from .encoding import DEFAULT_MIN_GENE_OVERLAP, GeneVocabulary, encode_sources, looks_like_counts, warn_once
@@ -119,6 +120,12 @@ class Concerto:
     def _build_network(self) -> ConcertoNetwork:
         keras.utils.set_random_seed(self.config.seed)
         net = ConcertoNetwork({m: len(v) for m, v in self.vocabularies.items()}, self.n_sources, self.config)
+        if net.fused_student and not getattr(Concerto, "_kernels_ready", False):
+            t0 = time.perf_counter()
+            kernels.warm_up()
+            Concerto._kernels_ready = True
+            if time.perf_counter() - t0 > 2:
+                self._say(f"compiled the CPU kernels ({time.perf_counter() - t0:.0f}s, cached for later runs)")
         # Build every layer with a one-cell dummy batch so weights exist before loading.
         dummy = {"source": np.zeros(2, np.int32)}
         for m in self.modalities:
