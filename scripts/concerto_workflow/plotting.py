@@ -112,11 +112,12 @@ def plot_metric_bars(df: pd.DataFrame, out: str, *, x: str, title: str,
         ax.set_title(metric, fontsize=9)
         ax.axhline(0, color="0.5", lw=0.5)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[m]) for m in methods]
-    fig.legend(handles, methods, loc="upper right", fontsize=7, frameon=False)
+    # legend below the panels: a long title never runs under it
+    fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 6), fontsize=7, frameon=False)
     reasons = df[df["status"] != "ok"].drop_duplicates("method")
     note = "; ".join(f"{r.method} not run: {textwrap.shorten(str(r.reason), 70)}" for r in reasons.itertuples())
     fig.suptitle(title + ("\n" + note if note else ""), fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * (1 + (len(methods) - 1) // 6), 1, 1))
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
