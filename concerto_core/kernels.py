@@ -24,6 +24,7 @@ CPU kernels) uses for float32, so both paths agree to float32 round-off (tested)
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -390,9 +391,17 @@ def bn_dropout_backward(dout, mask, idx, val, row, source, mean, var, epsilon, k
         return _bn_dropout_backward(*args, f32(epsilon), f32(keep), 4 * _kernel_threads())
 
 
-def warm_up() -> None:
+_WARM = False
+
+
+def warm_up() -> float:
     """Compile every kernel (or load it from numba's on-disk cache) on a tiny batch, with the
-    argument types TensorFlow passes, so the first training step does not stall silently."""
+    argument types TensorFlow passes, so the first training step does not stall silently.
+    Once per process; returns the seconds it took (0 when already done)."""
+    global _WARM
+    if _WARM or not HAVE_NUMBA:
+        return 0.0
+    t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     table = rng.normal(size=(3, 4)).astype(np.float32)
     vec = np.ones(4, np.float32)
@@ -404,3 +413,5 @@ def warm_up() -> None:
     out, mask = bn_dropout_forward(idx, val, splits, source, mean, var, np.ones(3, np.float32), np.zeros(3, np.float32),
                                    np.float32(1e-3), np.float32(0.8), np.zeros(2, np.int64))
     bn_dropout_backward(out, mask, idx, val, row, source, mean, var, np.float32(1e-3), np.float32(0.8))
+    _WARM = True
+    return time.perf_counter() - t0

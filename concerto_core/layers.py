@@ -29,6 +29,11 @@ def resolve_cpu_kernels(kernel: str) -> str:
     return kernel
 
 
+def _row_splits(length):
+    """(B + 1,) start of each cell's entries in a flat batch, from the per-cell lengths."""
+    return tf.concat([tf.zeros([1], length.dtype), tf.cumsum(length)], axis=0)
+
+
 def fused_attention_pooling(emb, projected, bias, context, idx, val, row, length):
     """Pooled (B, d) and attention (nnz,) of a flat batch via the numba kernels.
 
@@ -36,7 +41,7 @@ def fused_attention_pooling(emb, projected, bias, context, idx, val, row, length
     (factorised path), including the gradient with respect to the values.
     """
     d = emb.shape[-1]
-    splits = tf.concat([tf.zeros([1], length.dtype), tf.cumsum(length)], axis=0)
+    splits = _row_splits(length)
 
     @tf.custom_gradient
     def pool(emb, projected, bias, context, val):
@@ -253,7 +258,7 @@ def fused_batchnorm_dropout(bn: SourceAwareBatchNorm, rate: float, seed, idx, va
     var.set_shape([n_slots, n_features])
     counts.set_shape([n_slots])
     bn.update_moving_statistics(mean, var, counts)
-    splits = tf.concat([tf.zeros([1], length.dtype), tf.cumsum(length)], axis=0)
+    splits = _row_splits(length)
     keep = 1.0 - float(rate)
 
     @tf.custom_gradient

@@ -120,12 +120,10 @@ class Concerto:
     def _build_network(self) -> ConcertoNetwork:
         keras.utils.set_random_seed(self.config.seed)
         net = ConcertoNetwork({m: len(v) for m, v in self.vocabularies.items()}, self.n_sources, self.config)
-        if net.fused_student and not getattr(Concerto, "_kernels_ready", False):
-            t0 = time.perf_counter()
-            kernels.warm_up()
-            Concerto._kernels_ready = True
-            if time.perf_counter() - t0 > 2:
-                self._say(f"compiled the CPU kernels ({time.perf_counter() - t0:.0f}s, cached for later runs)")
+        if net.fused_student:
+            seconds = kernels.warm_up()
+            if seconds > 2:
+                self._say(f"compiled the CPU kernels ({seconds:.0f}s, cached for later runs)")
         # Build every layer with a one-cell dummy batch so weights exist before loading.
         dummy = {"source": np.zeros(2, np.int32)}
         for m in self.modalities:

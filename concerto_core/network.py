@@ -34,9 +34,11 @@ class ConcertoNetwork(keras.Model):
         d = config.embedding_dim
         bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon)  # BatchNorm stays float32
         mixed = {None: None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[config.mixed_precision]
+        kernel = resolve_cpu_kernels(config.cpu_kernels)  # 'numba' or 'tensorflow', once per network
+        self.fused_student = kernel == "numba"
         seed = config.seed
         for i, (m, vocab) in enumerate(self.vocab_sizes.items()):
-            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=config.cpu_kernels, dtype=mixed,
+            setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=kernel, dtype=mixed,
                                                                              name=f"teacher_{m}_attention"))
             if config.value_batchnorm:
                 setattr(self, f"teacher_{m}_value_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
@@ -47,7 +49,6 @@ class ConcertoNetwork(keras.Model):
                                                                                      name=f"student_{m}_hidden{h}"))
             setattr(self, f"student_{m}_dense", keras.layers.Dense(d, activation="relu", dtype=mixed,
                                                                           name=f"student_{m}_dense"))
-        self.fused_student = resolve_cpu_kernels(config.cpu_kernels) == "numba"
         self.teacher_bn = SourceAwareBatchNorm(n_sources, d, name="teacher_bn", **bn)
         self.teacher_dropout = keras.layers.Dropout(config.dropout, seed=seed, name="teacher_dropout")
         self.teacher_dense = keras.layers.Dense(d, activation="relu", dtype=mixed, name="teacher_dense")

@@ -236,19 +236,16 @@ class ShardedCells:
                 pending = self._batch(X, full[i], src)
             rest = np.concatenate(rest)
             carry_X, carry_src = X[rest], src[rest]
-        if pending is not None and (by_source or carry_X is None or carry_X.shape[0] != 1):
-            yield pending
-            pending = None
-        if carry_X is None or not carry_X.shape[0]:
-            if pending is not None:
-                yield pending
-            return
-        if pending is not None:
-            # Mixed batches: merge a remainder too small for the contrastive loss into the held-back batch.
-            tail = self._batch(carry_X, np.arange(carry_X.shape[0]), carry_src)
+        if pending is not None and not by_source and carry_X is not None and carry_X.shape[0] == 1:
+            # Mixed batches: a one-cell remainder (no negatives of its own) joins the held-back batch.
+            tail = self._batch(carry_X, np.arange(1), carry_src)
             m = self.modality
             tail[f"{m}_row"] = tail[f"{m}_row"] + len(pending["source"])
             yield {key: np.concatenate([value, tail[key]]) for key, value in pending.items()}
+            return
+        if pending is not None:
+            yield pending
+        if carry_X is None or not carry_X.shape[0]:
             return
         remainders = [np.flatnonzero(carry_src == s) for s in np.unique(carry_src)] if by_source else [np.arange(carry_X.shape[0])]
         for i in rng.permutation(len(remainders)):
