@@ -13,7 +13,9 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of logs
 
+from .settings import get_verbosity, set_verbosity  # noqa: E402  (configures the concerto_core logger)
 from .config import ConcertoConfig  # noqa: E402
+from .engine import MODEL_BATCH_KEY  # noqa: E402
 from .encoding import AlignmentReport, GeneVocabulary  # noqa: E402
 from .kernels import set_cpu_threads  # noqa: E402
 from .losses import nt_xent_loss  # noqa: E402
@@ -37,6 +39,6 @@ __all__ = [
     "apply_rejection", "confidence_distributions", "impute_modality", "per_feature_pearson",
     "top_genes_per_cell", "group_mean_attention",
     "ConcertoClassifier", "ClassifierPrediction", "fine_tune", "finetune_query", "rejection_curves",
-    "set_cpu_threads",
+    "set_cpu_threads", "set_verbosity", "get_verbosity", "MODEL_BATCH_KEY",
 ]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +124,64 @@ class CellInputs:
         for i in range(0, len(rows), batch_size):
             part = rows[i : i + batch_size]
             yield part, self.batch(part, modalities)
+
+
+#: Source-aware BatchNorm needs each source's mean and variance; one cell has no variance,
+#: and BatchNorm would then map every cell of that source to the same constant.
+MIN_CELLS_PER_SOURCE = 2
+
+
+def check_training_cells(matrices: dict, source: np.ndarray, sources: list, batch_key) -> None:
+    """Refuse training data on which Concerto can only learn constant embeddings.
+
+    ``matrices``: modality -> CSR (cells x features); ``source``: (n_cells,) slot codes into
+    ``sources``. Raises ValueError naming the problem: a modality without any non-zero
+    value, cells that are all identical, sources with all-zero cells only, or sources with
+    fewer than :data:`MIN_CELLS_PER_SOURCE` cells (e.g. a cell barcode passed as batch_key).
+    """
+    n_cells = len(source)
+    counts = np.bincount(source, minlength=len(sources))
+    small = [s for s, c in zip(sources, counts) if 0 < c < MIN_CELLS_PER_SOURCE]
+    if small:
+        raise ValueError(
+            f"batch_key {batch_key!r}: {len(small)} of {len(sources)} sources have fewer than {MIN_CELLS_PER_SOURCE} "
+            f"cells (e.g. {[str(s) for s in small[:5]]}). Source-aware BatchNorm needs each source's mean and variance; "
+            f"a one-cell source would embed as a constant. Is {batch_key!r} really the batch column (not a cell "
+            "barcode)? Merge or drop the small sources")
+    for m, X in matrices.items():
+        if X.nnz == 0:
+            raise ValueError(f"modality {m!r}: every value is zero in all {n_cells} training cells; nothing to learn from "
+                             "(wrong layer, or an empty/filtered matrix?)")
+        data = X.data.astype(np.float64)
+        total = np.bincount(X.indices, weights=data, minlength=X.shape[1])
+        total_sq = np.bincount(X.indices, weights=data * data, minlength=X.shape[1])
+        if np.all(total_sq / n_cells - (total / n_cells) ** 2 <= 1e-12 * np.maximum(total_sq / n_cells, 1e-30)):
+            raise ValueError(f"modality {m!r}: all {n_cells} training cells have identical values (zero variance in "
+                             "every feature); nothing to learn from")
+        nnz_per_source = np.bincount(source, weights=np.diff(X.indptr), minlength=len(sources))
+        empty = [s for s, c, n in zip(sources, nnz_per_source, counts) if c == 0 and n > 0]
+        if empty:
+            raise ValueError(f"modality {m!r}: every cell of source(s) {[str(s) for s in empty[:5]]} is all zero; "
+                             "their BatchNorm statistics would be degenerate. Drop those cells")
+
+
+def check_embeddings(z: np.ndarray, what: str = "embedding") -> None:
+    """Refuse NaN/infinite or all-zero embeddings; warn about individual all-zero cells.
+
+    An L2-normalised embedding row is zero only when the network's output for that cell was
+    all zero (dead ReLUs), which nearest-neighbour search cannot place.
+    """
+    finite = np.isfinite(z).all(axis=1)
+    if not finite.all():
+        raise FloatingPointError(f"the {what} has NaN/infinite values for {int((~finite).sum())} of {len(z)} cells; "
+                                 "the model is broken (diverged training or corrupt weights)")
+    zero = ~z.any(axis=1)
+    if len(z) and zero.all():
+        raise ValueError(f"the {what} is exactly zero for every one of the {len(z)} cells: the model maps these cells "
+                         "to a constant (degenerate training data, or query values unlike the training values)")
+    if zero.any():
+        warnings.warn(f"the {what} is exactly zero for {int(zero.sum())} of {len(z)} cells (the network's output "
+                      "for them is all zero); their neighbours are meaningless", UserWarning, stacklevel=3)
 
 
 def slice_cells(batch: dict, start: int, stop: int) -> dict:

@@ -201,5 +201,81 @@ def encode_sources(values, categories=None):
 
 
 def warn_once(message: str) -> None:
+    """Warn once (a UserWarning, which Python's warning filters show once per call site).
+
+    The message is not also logged: a configured logging handler would print it twice.
+    """
     warnings.warn(message, UserWarning, stacklevel=3)
-    log.warning(message)
+
+
+#: Values the model may be fed at query time differ from training ones by this factor at most
+#: (99th percentile of the stored non-zero values) before a scale mismatch is reported.
+SCALE_TOLERANCE = 3.0
+SCALE_CHECKS = ("warn", "raise", "ignore")
+
+
+@dataclass(frozen=True)
+class ValueScale:
+    """What the stored values of a matrix look like: raw counts or transformed, and how large.
+
+    Measured on (up to ``n``, evenly spaced) stored non-zero values: ``integer_fraction`` of
+    them that are whole numbers, their ``median`` and 99th percentile ``p99``. Raw counts are
+    almost all integers; log-normalised values almost never are; a x1000 rescaling moves p99.
+    """
+
+    integer_fraction: float
+    median: float
+    p99: float
+
+    @classmethod
+    def of(cls, X: sp.csr_matrix, n: int = 200_000) -> "ValueScale | None":
+        data = X.data
+        if data.size == 0:
+            return None
+        d = data[np.linspace(0, data.size - 1, min(n, data.size)).astype(np.int64)].astype(np.float64)
+        return cls(float(np.mean(d == np.round(d))), float(np.median(d)), float(np.percentile(d, 99)))
+
+    @property
+    def kind(self) -> str:
+        return "raw counts" if self.integer_fraction >= 0.9 else "non-integer (e.g. log-normalised) values"
+
+    def to_dict(self) -> dict:
+        return {"integer_fraction": round(self.integer_fraction, 6), "median": self.median, "p99": self.p99}
+
+    @classmethod
+    def from_dict(cls, values) -> "ValueScale | None":
+        return None if not values else cls(float(values["integer_fraction"]), float(values["median"]), float(values["p99"]))
+
+    def mismatch(self, query: "ValueScale | None") -> str | None:
+        """Why ``query`` values do not look like the values this scale was measured on, or None."""
+        if query is None:
+            return None
+        counts_model, counts_query = self.integer_fraction >= 0.9, query.integer_fraction >= 0.9
+        if counts_model != counts_query and abs(self.integer_fraction - query.integer_fraction) > 0.4:
+            return (f"the model was trained on {self.kind} ({100 * self.integer_fraction:.0f}% integers), the query "
+                    f"holds {query.kind} ({100 * query.integer_fraction:.0f}% integers)")
+        ratio = query.p99 / self.p99 if self.p99 > 0 else np.inf
+        if not 1 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE:
+            return (f"the query's values are on another scale than the training values (99th percentile of "
+                    f"non-zero values {query.p99:.3g} vs {self.p99:.3g} in training, x{ratio:.3g})")
+        return None
+
+
+def check_value_scale(expected: "ValueScale | None", X: sp.csr_matrix, modality: str, mode: str = "warn") -> None:
+    """Compare a query's values (aligned to the vocabulary) with the training values.
+
+    ``mode``: ``'warn'`` (default), ``'raise'`` (ValueError) or ``'ignore'``.
+    """
+    if mode not in SCALE_CHECKS:
+        raise ValueError(f"scale_check={mode!r}; allowed: {SCALE_CHECKS}")
+    if mode == "ignore" or expected is None:
+        return
+    problem = expected.mismatch(ValueScale.of(X))
+    if problem is None:
+        return
+    message = (f"[{modality}] {problem}. Embeddings and label transfer are unreliable on mismatched values: "
+               "preprocess the query like the training data (e.g. sc.pp.normalize_total(target_sum=1e4); "
+               "sc.pp.log1p), or pass scale_check='ignore' if the difference is intended")
+    if mode == "raise":
+        raise ValueError(message)
+    warnings.warn(message, UserWarning, stacklevel=4)

@@ -30,17 +30,20 @@ exact statistics of its own cells before training (and again after training when
 ``config.precise_bn``). Reference sources keep their statistics, so the reference can
 still be embedded with the fine-tuned model.
 
+The classifier works through the public engine (:mod:`concerto_core.engine`: query
+alignment, BatchNorm statistics, unseen sources; :mod:`concerto_core.training`: the
+supervised loop) and the public ``Concerto`` API; this module imports ``model``, never the
+other way round.
+
 Classifier directories are Concerto model directories (``Concerto.load`` reads the
 fine-tuned teacher from them) plus ``classifier_head.weights.h5`` and a ``classifier``
-section in ``manifest.json`` (categories, label key, sha256 of the head weights,
-fine-tuning parameters). Weights are strict HDF5; no pickle.
+section in the signed ``manifest.json`` (categories, label key, fine-tuning parameters).
+Weights are strict HDF5; no pickle.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +53,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from . import engine
 from . import io as model_io
 from .config import ConcertoConfig
+from .engine import MODEL_BATCH_KEY
 from .label_transfer import UNKNOWN, _check_threshold, apply_rejection, confidence_distributions
 from .model import Concerto
+from .training import fit_supervised, teacher_output
 
 __all__ = ["ConcertoClassifier", "ClassifierPrediction", "fine_tune", "finetune_query", "rejection_curves",
-           "HEAD_NAME", "HEAD_WEIGHTS"]
+           "clone_model", "HEAD_NAME", "HEAD_WEIGHTS"]
 
 HEAD_NAME = "classifier_head"
 HEAD_WEIGHTS = "classifier_head.weights.h5"
@@ -81,29 +87,8 @@ def _labels(adata, label_key, what="adata"):
 
 
 def clone_model(model: Concerto) -> Concerto:
-    """An independent copy of a Concerto model (same weights, own network)."""
-    new = Concerto.__new__(Concerto)
-    new.__dict__.update({k: v for k, v in model.__dict__.items() if k not in ("network", "_fn_cache")})
-    new.sources = list(model.sources)
-    new.history = list(model.history)
-    new.network = new._build_network()
-    old = model_io.model_variables(model.network)
-    for path, var in model_io.model_variables(new.network).items():
-        var.assign(old[path].numpy())
-    return new
-
-
-def _teacher(net, batch, bn_training: bool, dropout: bool):
-    """The teacher forward pass (as ``ConcertoNetwork.teacher``) with BatchNorm mode and
-    dropout switched separately (a frozen teacher can still draw augmentation masks)."""
-    h = net.teacher_bn(net.pooled(batch, bn_training), batch["source"], training=bn_training)
-    h = net.teacher_dropout(h, training=dropout)
-    return net.teacher_dense(h)
-
-
-def _branch_variables(net, branch: str):
-    """Trainable variables of the ``'teacher'`` or ``'student'`` branch."""
-    return [v for v in net.trainable_variables if model_io.variable_path(v, net.name).startswith(branch)]
+    """An independent copy of a Concerto model (same weights, own network); ``model.copy()``."""
+    return model.copy()
 
 
 @dataclass
@@ -151,11 +136,10 @@ class ConcertoClassifier:
         self.history: list[dict] = []
         self.params: dict = {}
         self.path = None
-        self._fn = None
 
     # -- forward ---------------------------------------------------------------------
     def logits(self, batch, training=False):
-        return self.head(_teacher(self.model.network, batch, training, training))
+        return self.head(teacher_output(self.model.network, batch, training, training))
 
     def probabilities(self, batch):
         """Class probabilities (B, C) at inference (softmax of the head)."""
@@ -165,21 +149,7 @@ class ConcertoClassifier:
         return {f"{HEAD_NAME}/{v.name}": v for v in self.head.weights}
 
     # -- training ------------------------------------------------------------------
-    def fit(self, adata, label_key: str | None = None, epochs: int = 1, lr: float = 1e-3, batch_size: int = 32,
-            freeze_teacher: bool = False, seed: int | None = None, target_adata=None,
-            consistency_weight: float = 1.0, batch_key="__model__", target_batch_key="__model__",
-            min_gene_overlap: float | None = None) -> "ConcertoClassifier":
-        """Supervised fine-tuning (eq 12), plus the consistency loss (eq 13) on
-        ``target_adata`` when given. See :func:`fine_tune`."""
-        label_key = label_key or self.label_key
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1 (got {epochs})")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0 (got {lr})")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-        if consistency_weight < 0 or not np.isfinite(consistency_weight):
-            raise ValueError(f"consistency_weight must be a finite number >= 0 (got {consistency_weight})")
+    def _codes(self, adata, label_key):
         valid, raw = _labels(adata, label_key)
         lookup = {c: i for i, c in enumerate(self.categories)}
         codes = np.array([lookup.get(str(v), -1) if ok else -1 for v, ok in zip(raw, valid)], np.int32)
@@ -187,108 +157,62 @@ class ConcertoClassifier:
         if foreign.any():
             raise ValueError(f"labels {sorted(set(map(str, raw[foreign])))[:10]} are not among the classifier's "
                              f"categories {self.categories}")
-        rows = np.flatnonzero(valid)
-        model, net, mods = self.model, self.model.network, self.modalities
-        seed = model.config.seed if seed is None else int(seed)
+        return codes, np.flatnonzero(valid)
 
+    def fit(self, adata, label_key: str | None = None, epochs: int = 1, lr: float = 1e-3, batch_size: int = 32,
+            freeze_teacher: bool = False, seed: int | None = None, target_adata=None,
+            consistency_weight: float = 1.0, batch_key=MODEL_BATCH_KEY, target_batch_key=MODEL_BATCH_KEY,
+            min_gene_overlap: float | None = None) -> "ConcertoClassifier":
+        """Supervised fine-tuning (eq 12), plus the consistency loss (eq 13) on
+        ``target_adata`` when given. See :func:`fine_tune`."""
+        label_key = label_key or self.label_key
+        for name, value, ok, what in (("epochs", epochs, epochs >= 1, ">= 1"), ("lr", lr, lr > 0, "> 0"),
+                                      ("batch_size", batch_size, batch_size >= 1, ">= 1"),
+                                      ("consistency_weight", consistency_weight,
+                                       consistency_weight >= 0 and np.isfinite(consistency_weight), "a finite number >= 0")):
+            if not ok:
+                raise ValueError(f"{name} must be {what} (got {value})")
+        codes, rows = self._codes(adata, label_key)
+        model, mods = self.model, self.modalities
+        seed = model.config.seed if seed is None else int(seed)
         n_before = model.n_sources
         inputs, _ = model.training_inputs(adata, batch_key, mods, min_gene_overlap, default_source="train")
         target = None
-        if target_adata is not None:
-            # add_sources appends slots, so the codes of ``inputs`` stay valid
+        if target_adata is not None:  # add_sources appends slots, so the codes of ``inputs`` stay valid
             target, _ = model.training_inputs(target_adata, target_batch_key, mods, min_gene_overlap,
                                               default_source="target")
         net = model.network  # after add_sources (which may rebuild it)
         # BatchNorm statistics of every slot used here: exact statistics of its cells. New
         # slots need them; with a trainable teacher all are re-estimated (they move anyway).
-        for data, data_rows in ((inputs, rows), (target, None if target is None else np.arange(target.n_cells))):
-            if data is None:
-                continue
-            for slot in np.unique(data.source[data_rows]):
-                if not freeze_teacher or slot >= n_before:
-                    model._estimate_statistics(data, data_rows[data.source[data_rows] == slot], int(slot), mods)
-
-        variables = list(self.head.trainable_variables)
-        if not freeze_teacher:
-            variables += _branch_variables(net, "teacher") + (_branch_variables(net, "student") if target is not None else [])
-        optimizer = keras.optimizers.Adam(learning_rate=lr)
-        optimizer.build(variables)
-        keras.utils.set_random_seed(seed)
-        train_teacher = not freeze_teacher
-        lam = tf.constant(float(consistency_weight), tf.float32)
-        sig = model._signature(mods)
-        head = self.head
-
-        def supervised(batch, y):
-            logits = head(_teacher(net, batch, train_teacher, True))
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
-        @tf.function(input_signature=[sig, tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
-        def step(batch, y):
-            with tf.GradientTape() as tape:
-                loss = supervised(batch, y)
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss, tf.constant(0.0)
-
-        @tf.function(input_signature=[sig, tf.TensorSpec([None], tf.int32), sig], reduce_retracing=True)
-        def step_da(batch, y, tbatch):
-            # p_{theta~}(y|x): fixed copy of the parameters, no dropout, stored BN statistics.
-            fixed = tf.stop_gradient(tf.nn.softmax(head(_teacher(net, tbatch, False, False)), axis=-1))
-            with tf.GradientTape() as tape:
-                sup = supervised(batch, y)
-                aug = head(net.student(tbatch, training=True))  # augmented view: student embedding, dropout on
-                cons = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=fixed, logits=aug))
-                loss = sup + lam * cons
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss, cons
-
-        n = len(rows)
-        steps = max(1, math.ceil(n / batch_size))
-        model._say(f"fine-tuning a {len(self.categories)}-class head on {n} labelled cells "
-                   f"({'frozen' if freeze_teacher else 'trainable'} teacher, {steps} steps/epoch, {epochs} epoch(s)"
-                   f"{'' if target is None else f', consistency on {target.n_cells} target cells, lambda={consistency_weight}'})")
-        for epoch in range(epochs):
-            rng = np.random.default_rng([seed, epoch])
-            batches = np.array_split(rows[rng.permutation(n)], steps)
-            t_order = None if target is None else rng.permutation(target.n_cells)
-            t0, losses, cons_losses, pos = time.perf_counter(), [], [], 0
-            for part in batches:
-                batch = inputs.batch(part, mods)
-                y = codes[part]
-                if target is None:
-                    loss, cons = step(batch, y)
-                else:
-                    t_rows = t_order[(pos + np.arange(len(part))) % target.n_cells]
-                    pos += len(part)
-                    loss, cons = step_da(batch, y, target.batch(np.sort(t_rows), mods))
-                losses.append(float(loss))
-                cons_losses.append(float(cons))
-            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - t0, 3)}
-            if target is not None:
-                record["consistency_loss"] = float(np.mean(cons_losses))
-            self.history.append(record)
-            model._say(f"fine-tune epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}")
-        if train_teacher and model.config.precise_bn:
-            for data, data_rows in ((inputs, rows), (target, None if target is None else np.arange(target.n_cells))):
-                if data is None:
-                    continue
-                for slot in np.unique(data.source[data_rows]):
-                    model._estimate_statistics(data, data_rows[data.source[data_rows] == slot], int(slot), mods)
-        if train_teacher or model.n_sources != n_before:
-            model._reset_fallback_statistics()
+        used = [(inputs, rows)] + ([] if target is None else [(target, None)])
+        for data, data_rows in used:
+            slots = np.unique(data.source if data_rows is None else data.source[data_rows])
+            engine.estimate_slot_statistics(net, data, data_rows, [s for s in slots if not freeze_teacher or s >= n_before], mods)
+        if model.verbose:
+            engine.log.info(f"fine-tuning a {len(self.categories)}-class head on {len(rows)} labelled cells "
+                            f"({'frozen' if freeze_teacher else 'trainable'} teacher, {epochs} epoch(s)"
+                            f"{'' if target is None else f', consistency on {target.n_cells} target cells, lambda={consistency_weight}'})")
+        self.history += fit_supervised(net, self.head, inputs, codes, rows, mods, epochs=epochs, lr=lr,
+                                       batch_size=batch_size, seed=seed, train_teacher=not freeze_teacher,
+                                       target=target, consistency_weight=consistency_weight, verbose=model.verbose)
+        if not freeze_teacher and model.config.precise_bn:
+            for data, data_rows in used:
+                slots = np.unique(data.source if data_rows is None else data.source[data_rows])
+                engine.estimate_slot_statistics(net, data, data_rows, slots, mods)
+        if not freeze_teacher or model.n_sources != n_before:
+            engine.reset_fallback_statistics(net)
         self.label_key = label_key
         self.params = {"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size),
                        "freeze_teacher": bool(freeze_teacher), "seed": int(seed),
                        "consistency_weight": float(consistency_weight) if target is not None else None,
-                       "domain_adaptation": target is not None, "n_labelled_cells": int(n),
+                       "domain_adaptation": target is not None, "n_labelled_cells": int(len(rows)),
                        "n_target_cells": 0 if target is None else int(target.n_cells)}
-        self._fn = None
         return self
 
     @classmethod
     def end_to_end(cls, adata, label_key: str, batch_key=None, modalities=None, config: ConcertoConfig | None = None,
                    epochs: int = 1, lr: float = 1e-3, batch_size: int = 32, seed: int | None = None,
-                   target_adata=None, consistency_weight: float = 1.0, target_batch_key="__model__",
+                   target_adata=None, consistency_weight: float = 1.0, target_batch_key=MODEL_BATCH_KEY,
                    verbose: bool = False, **hyperparameters) -> "ConcertoClassifier":
         """Concerto-E2E: the same teacher + head trained from scratch with the supervised
         loss only (no contrastive pretraining)."""
@@ -304,29 +228,37 @@ class ConcertoClassifier:
 
     # -- prediction ------------------------------------------------------------------
     def _prob_fn(self):
-        if self._fn is None:
-            self._fn = tf.function(self.probabilities, input_signature=[self.model._signature(self.modalities)])
-        return self._fn
+        head, mods = self.head, tuple(self.modalities)
 
-    def predict(self, adata, threshold: float | None = None, batch_key="__model__", unseen_source: str = "adapt",
+        def make(net):
+            def probabilities(batch):
+                return tf.nn.softmax(head(teacher_output(net, batch, False, False)), axis=-1)
+
+            return tf.function(probabilities, input_signature=[engine.batch_signature(mods)])
+
+        return engine.compiled(self.model.network).custom(("probabilities", id(head)) + mods, make)
+
+    def predict(self, adata, threshold: float | None = None, batch_key=MODEL_BATCH_KEY, unseen_source: str = "adapt",
                 min_gene_overlap: float | None = None, batch_size: int = 512,
-                unknown_label: str = UNKNOWN) -> ClassifierPrediction:
+                unknown_label: str = UNKNOWN, scale_check: str = "warn") -> ClassifierPrediction:
         """Class probabilities, ``conf_score`` (max probability) and labels of every cell;
         with ``threshold`` in [0, 1], cells with ``conf_score < threshold`` get
-        ``unknown_label`` (NOTA). Sources unseen by the model use ``unseen_source``
-        BatchNorm statistics (see ``Concerto.embed``)."""
+        ``unknown_label`` (NOTA). ``batch_key``, ``unseen_source`` and ``scale_check`` as in
+        ``Concerto.embed``."""
         threshold = _check_threshold(threshold)
         model = self.model
-        inputs, mods, unseen = model._query_inputs(adata, self.modalities, batch_key, min_gene_overlap, unseen_source)
-        probs = np.zeros((inputs.n_cells, len(self.categories)), np.float32)
+        query = engine.align_query(model, adata, self.modalities, batch_key, min_gene_overlap, unseen_source,
+                                   scale_check, model.verbose)
+        probs = np.zeros((query.inputs.n_cells, len(self.categories)), np.float32)
         fn = self._prob_fn()
 
         def run(rows):
-            for start in range(0, len(rows), batch_size):
-                part = rows[start : start + batch_size]
-                probs[part] = fn(inputs.batch(part, mods)).numpy()
+            for part, batch in engine.ordered_batches(query.inputs, query.modalities, rows, batch_size):
+                probs[part] = fn(batch).numpy()
 
-        model._with_unseen_sources(inputs, mods, unseen, unseen_source, run)
+        engine.with_unseen_sources(model, query, unseen_source, run)
+        if not np.isfinite(probs).all():
+            raise FloatingPointError("the classifier's probabilities are NaN/infinite; the model is broken")
         conf = probs.max(axis=1)
         cats = np.asarray(self.categories, dtype=object)
         if threshold is None:
@@ -339,64 +271,49 @@ class ConcertoClassifier:
     def annotate(self, adata, threshold: float | None = None, key_added: str = "predicted_label", copy: bool = False,
                  **kwargs):
         """:meth:`predict` and write ``obs[key_added]``, ``obs['conf_score']``,
-        ``obsm['concerto_label_probs']`` and ``uns['concerto']`` (categories, model path,
-        seed, parameters). Returns the AnnData when ``copy=True``, else the prediction."""
+        ``obsm['concerto_label_probs']`` and the provenance (categories, model path, seed,
+        parameters) in ``uns[key_added]`` (and ``uns['concerto']``). Returns the AnnData
+        written to when ``copy=True``, else the prediction (as ``Concerto.embed`` and
+        ``transfer_labels``)."""
+        pred = self.predict(adata, threshold=threshold, **kwargs)
         if copy:
             adata = adata.copy()
-        pred = self.predict(adata, threshold=threshold, **kwargs)
         cats = list(self.categories) + ([kwargs.get("unknown_label", UNKNOWN)] if threshold is not None else [])
         adata.obs[key_added] = pd.Categorical(pred.labels, categories=list(dict.fromkeys(cats)))
         adata.obs["conf_score"] = pred.conf_score.astype(np.float32)
         adata.obsm["concerto_label_probs"] = pred.probs
-        info = dict(adata.uns["concerto"]) if isinstance(adata.uns.get("concerto"), dict) else {}
-        info.update({
-            "label_categories": list(self.categories),
-            "label_key": self.label_key or "",
-            "model_path": str(self.path or getattr(self.model, "path", "") or ""),
-            "seed": int(self.params.get("seed", self.model.config.seed)),
-            "threshold": -1.0 if threshold is None else float(threshold),
-            "classifier_params": json.dumps(self.params, sort_keys=True),
-            "params": json.dumps(self.model.config.to_dict(), sort_keys=True),
-        })
-        adata.uns["concerto"] = info
+        info = self.model.provenance(
+            key_added=key_added, label_categories=list(self.categories), label_key=self.label_key or "",
+            model_path=str(self.path or self.model.path or ""),
+            seed=int(self.params.get("seed", self.model.config.seed)),
+            threshold=-1.0 if threshold is None else float(threshold),
+            classifier_params=json.dumps(self.params, sort_keys=True))
+        adata.uns[key_added] = info
+        legacy = dict(adata.uns["concerto"]) if isinstance(adata.uns.get("concerto"), dict) else {}
+        adata.uns["concerto"] = {**legacy, **info}
         return adata if copy else pred
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path, overwrite: bool = False) -> Path:
-        """Model directory = the fine-tuned Concerto model + head weights + manifest section."""
-        path = Path(path)
-        if (path / model_io.MANIFEST).exists() and not overwrite:
-            raise FileExistsError(f"{path} already holds a model; pass overwrite=True to replace it")
-        path.mkdir(parents=True, exist_ok=True)
-        model_io.save_variables(path / HEAD_WEIGHTS, self.head_variables())
-        self.model.save(path, overwrite=True)
-        manifest = model_io.read_manifest(path)
-        manifest["classifier"] = {
-            "categories": list(self.categories),
-            "label_key": self.label_key,
-            "modalities": list(self.modalities),
-            "head_layer": HEAD_NAME,
-            "head_weights_file": HEAD_WEIGHTS,
-            "head_weights_sha256": model_io.sha256_file(path / HEAD_WEIGHTS),
-            "params": self.params,
-            "history": self.history,
-        }
-        model_io.write_manifest(path, manifest)
-        self.path = path
-        return path
+        """Model directory = the fine-tuned Concerto model + head weights + manifest section,
+        written and signed as one directory."""
+        section = {"categories": list(self.categories), "label_key": self.label_key,
+                   "modalities": list(self.modalities), "head_layer": HEAD_NAME, "head_weights_file": HEAD_WEIGHTS,
+                   "params": self.params, "history": self.history}
+        self.path = self.model.save(path, overwrite=overwrite, extra_manifest={"classifier": section},
+                                    extra_files={HEAD_WEIGHTS: self.head_variables()})
+        return self.path
 
     @classmethod
     def load(cls, path, verbose: bool = False) -> "ConcertoClassifier":
         path = Path(path)
-        manifest = model_io.read_manifest(path)
+        manifest = model_io.read_model_directory(path)
         info = manifest.get("classifier")
         if not isinstance(info, dict):
             raise ValueError(f"{path} is a Concerto model directory without a classifier; use Concerto.load")
-        head_file = path / info.get("head_weights_file", HEAD_WEIGHTS)
-        if not head_file.exists():
-            raise FileNotFoundError(f"classifier head weights {head_file} listed in the manifest are missing")
-        if model_io.sha256_file(head_file) != info.get("head_weights_sha256"):
-            raise ValueError(f"{head_file} does not match the sha256 in the manifest (file changed or corrupt)")
+        head_file = model_io.contained_file(path, info.get("head_weights_file", HEAD_WEIGHTS))
+        if head_file.name not in manifest["files"]:
+            raise ValueError(f"classifier head weights {head_file.name} are not covered by the manifest's digests")
         model = Concerto.load(path, verbose=verbose)
         self = cls(model, info["categories"], info.get("label_key"), info.get("modalities"))
         model_io.load_variables(head_file, self.head_variables(), f"classifier head {path}")
@@ -411,7 +328,7 @@ class ConcertoClassifier:
 
 def fine_tune(model: Concerto, adata, label_key: str, epochs: int = 1, lr: float = 1e-3, batch_size: int = 32,
               freeze_teacher: bool = False, seed: int | None = None, target_adata=None,
-              consistency_weight: float = 1.0, batch_key="__model__", target_batch_key="__model__",
+              consistency_weight: float = 1.0, batch_key=MODEL_BATCH_KEY, target_batch_key=MODEL_BATCH_KEY,
               modalities=None, min_gene_overlap: float | None = None, copy_model: bool = True,
               _kind: str = "pretrained") -> ConcertoClassifier:
     """Supervised fine-tuning of a pretrained Concerto (paper: Adam lr 1e-3, 1 epoch, batch 32).
@@ -422,6 +339,7 @@ def fine_tune(model: Concerto, adata, label_key: str, epochs: int = 1, lr: float
     teacher's dropout still augments the head's training inputs).
     With ``target_adata`` (unlabelled cells of another dataset), the domain-adaptation
     consistency loss (eq 13) weighted by ``consistency_weight`` (lambda) is added.
+    ``batch_key`` / ``target_batch_key`` as in ``Concerto.embed``.
     ``copy_model=True`` leaves ``model`` untouched (the classifier owns a copy).
     """
     if not isinstance(model, Concerto):
@@ -434,10 +352,10 @@ def fine_tune(model: Concerto, adata, label_key: str, epochs: int = 1, lr: float
         categories = [str(c) for c in values.cat.categories if str(c) in present]
     else:
         categories = sorted(set(values.astype(str)))
-    base = clone_model(model) if copy_model else model
+    base = model.copy() if copy_model else model
     clf = ConcertoClassifier(base, categories, label_key, modalities)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the NaN-label warning was already given above
+        warnings.filterwarnings("ignore", message=".*NaN label.*", category=UserWarning)  # already given above
         clf.fit(adata, label_key, epochs=epochs, lr=lr, batch_size=batch_size, freeze_teacher=freeze_teacher,
                 seed=seed, target_adata=target_adata, consistency_weight=consistency_weight, batch_key=batch_key,
                 target_batch_key=target_batch_key, min_gene_overlap=min_gene_overlap)
@@ -453,55 +371,5 @@ def rejection_curves(classifier: ConcertoClassifier, valid_adata, unseen_adata, 
     return confidence_distributions(a, b, bins=bins)
 
 
-# ---------------------------------------------------------------------------- query fine-tuning
-def _directory_digests(path: Path) -> dict:
-    return {str(p.relative_to(path)): model_io.sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def finetune_query(reference_model_dir, query_adata, output_dir, batch_key="__model__", epochs: int = 1,
-                   lr: float | None = None, lr_end: float | None = None, batch_size: int | None = None,
-                   seed: int | None = None, min_gene_overlap: float | None = None, overwrite: bool = False,
-                   verbose: bool = False) -> Concerto:
-    """Query-to-reference mapping mode (b): unsupervised contrastive fine-tuning on the query.
-
-    Loads the reference model (read only), gives query sources unseen in the reference
-    their own BatchNorm slots (``Concerto.add_sources``: reference weights and statistics
-    copied, new slots initialised from the fallback statistics, then set to the query
-    cells' exact statistics after training), continues the contrastive training on the
-    query cells from the reference weights, and saves a new model directory
-    ``output_dir`` whose manifest records the reference (path and weights sha256).
-    ``batch_key`` defaults to the reference's key; ``None`` = one query source.
-    ``lr`` defaults to the reference's final learning rate (``config.lr_end``), constant
-    unless ``lr_end`` is given. A reference trained without a ``batch_key`` has one
-    BatchNorm slot: fine-tuning then replaces its statistics with the query's.
-    Returns the fine-tuned model. Mode (a) is ``Concerto.load(reference).embed(query)``.
-    """
-    ref = Path(reference_model_dir)
-    out = Path(output_dir)
-    if out.resolve() == ref.resolve():
-        raise ValueError("output_dir must differ from reference_model_dir (the reference is never modified)")
-    if (out / model_io.MANIFEST).exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a model; pass overwrite=True to replace it")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1 (got {epochs})")
-    manifest = model_io.read_manifest(ref)
-    model = Concerto.load(ref, verbose=verbose)
-    added = model.set_training_data(query_adata, batch_key, min_gene_overlap)
-    if model.batch_key is None:
-        warnings.warn("the reference has no batch_key (one BatchNorm slot): query fine-tuning replaces its "
-                      "statistics with the query's", UserWarning, stacklevel=2)
-    lr = model.config.lr_end if lr is None else float(lr)
-    lr_end = lr if lr_end is None else float(lr_end)
-    model.train(epochs=epochs, lr=lr, lr_end=lr_end, batch_size=batch_size, seed=seed)
-    model.save(out, overwrite=overwrite)
-    final = model_io.read_manifest(out)
-    final["query_finetune"] = {
-        "reference_path": str(ref.resolve()),
-        "reference_weights_sha256": manifest.get("weights_sha256"),
-        "reference_sources": [s for s in model.sources if s not in added],
-        "added_sources": added,
-        "n_query_cells": int(query_adata.n_obs),
-        "epochs": int(epochs), "lr": lr, "lr_end": lr_end,
-    }
-    model_io.write_manifest(out, final)
-    return model
+#: Query-to-reference mapping mode (b); implemented as :meth:`Concerto.finetune_query`.
+finetune_query = Concerto.finetune_query

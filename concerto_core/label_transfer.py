@@ -246,7 +246,7 @@ def hierarchical_knn_vote(ref_emb, ref_labels, query_emb, levels=None, k: int = 
 
 def transfer_labels(ref_adata, query_adata, label_keys, use_rep: str = "X_concerto", k: int = 5,
                     threshold: float | None = None, hierarchical=None,
-                    key_added: str = "predicted_label", *, unknown_label: str = UNKNOWN,
+                    key_added: str = "predicted_label", *, unknown_label: str = UNKNOWN, copy: bool = False,
                     **index_kwargs):
     """AnnData front end of :func:`knn_vote` / :func:`hierarchical_knn_vote` (in place on query).
 
@@ -259,8 +259,10 @@ def transfer_labels(ref_adata, query_adata, label_keys, use_rep: str = "X_concer
       several: ``obs[f'{key_added}_{level}']``, ``obs[f'conf_score_{level}']``,
         ``obsm[f'concerto_label_probs_{level}']``;
       ``uns['concerto']['label_categories']`` (list, or dict level -> list): probs columns;
-      ``uns['concerto']['label_transfer']``: k, threshold, levels, use_rep, hierarchical, method.
-    Returns the dict {level: VoteResult}.
+      ``uns['concerto']['label_transfer']``: k, threshold, levels, use_rep, hierarchical, method;
+      the same provenance (plus the categories) in ``uns[key_added]``.
+    Returns the AnnData written to when ``copy=True`` (the query is left alone), else the
+    dict {level: VoteResult} (as ``Concerto.embed`` and ``ConcertoClassifier.annotate``).
     """
     keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)
     if not keys:
@@ -271,6 +273,8 @@ def transfer_labels(ref_adata, query_adata, label_keys, use_rep: str = "X_concer
     ref_emb = _get_rep(ref_adata, use_rep, "ref_adata")
     q_emb = _get_rep(query_adata, use_rep, "query_adata")
     labels = {key: ref_adata.obs[key].to_numpy(dtype=object) for key in keys}
+    if copy:
+        query_adata = query_adata.copy()
     if hierarchical:
         order = keys if hierarchical is True else list(hierarchical)
         for lvl in order:
@@ -300,7 +304,8 @@ def transfer_labels(ref_adata, query_adata, label_keys, use_rep: str = "X_concer
                               "unknown_label": unknown_label,
                               "method": str(index_kwargs.get("method", "auto"))}
     query_adata.uns["concerto"] = meta
-    return res
+    query_adata.uns[key_added] = {"label_categories": meta["label_categories"], **meta["label_transfer"]}
+    return query_adata if copy else res
 
 
 def _get_rep(adata, use_rep, what):

@@ -15,9 +15,13 @@ Dense + ReLU, summed over modalities.
 
 from __future__ import annotations
 
+import logging
+
 import keras
+import numpy as np
 import tensorflow as tf
 
+from . import kernels
 from .config import ConcertoConfig
 from .layers import AttentionPooling, SourceAwareBatchNorm, fused_batchnorm_dropout, resolve_cpu_kernels
 
@@ -134,3 +138,42 @@ class ConcertoNetwork(keras.Model):
             out.append((f"student_{m}_bn", self.layer_of(f"student_{m}_bn"), f"counts:{m}"))
         out.append(("teacher_bn", self.teacher_bn, "pooled"))
         return out
+
+
+def build_network(vocab_sizes: dict, n_sources: int, config: ConcertoConfig, verbose: bool = True) -> ConcertoNetwork:
+    """A seeded network with every weight created (by a two-cell dummy batch) and, when the
+    fused CPU kernels are used, those kernels compiled or loaded from numba's cache."""
+    keras.utils.set_random_seed(config.seed)
+    net = ConcertoNetwork(vocab_sizes, n_sources, config)
+    if net.fused_student:
+        seconds = kernels.warm_up()
+        if seconds > 2 and verbose:
+            logging.getLogger("concerto_core").info(f"compiled the CPU kernels ({seconds:.0f}s, cached for later runs)")
+    dummy = {"source": np.zeros(2, np.int32)}
+    for m in vocab_sizes:
+        dummy.update({f"{m}_idx": np.zeros(2, np.int32), f"{m}_val": np.zeros(2, np.float32),
+                      f"{m}_row": np.arange(2, dtype=np.int32), f"{m}_len": np.ones(2, np.int32)})
+    net(dummy, training=False)
+    return net
+
+
+def extended_values(values: dict, network: ConcertoNetwork, n_old: int) -> dict:
+    """Weights of a network with ``n_old`` sources, fitted to ``network`` (more sources).
+
+    Per-source statistics keep their rows; every new slot (and the fallback slot) starts
+    from the old fallback statistics (the average of the old sources).
+    """
+    from .io import model_variables
+
+    out = {}
+    for path, var in model_variables(network).items():
+        if path not in values:
+            raise RuntimeError(f"variable {path!r} is missing from the network being extended")
+        value = values[path]
+        if tuple(value.shape) != tuple(var.shape):
+            if value.ndim != 2 or value.shape[0] != n_old + 1 or var.shape[0] != network.n_sources + 1:
+                raise RuntimeError(f"cannot extend variable {path!r} from {value.shape} to {tuple(var.shape)}")
+            fallback = np.repeat(value[n_old:], network.n_sources - n_old + 1, axis=0)
+            value = np.concatenate([value[:n_old], fallback], axis=0)
+        out[path] = value
+    return out
