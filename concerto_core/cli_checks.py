@@ -97,7 +97,7 @@ def check_h5ad(path, option: str) -> H5adSummary:
 
     p = Path(path)
     if not p.exists():
-        raise UsageError(f"{option} {path}: no such file")
+        raise UsageError(f"{option} {path} does not exist")
     if p.is_dir():
         raise UsageError(f"{option} {path} is a directory, expected an .h5ad file")
     if p.suffix != ".h5ad":
@@ -168,7 +168,7 @@ def check_model_dir(path, option: str, classifier: bool = False) -> dict:
     p = Path(path)
     writer = "'concerto finetune'" if classifier else "'concerto pretrain'"
     if not p.exists():
-        raise UsageError(f"{option} {path}: no such directory")
+        raise UsageError(f"{option} {path} does not exist")
     if not p.is_dir():
         raise UsageError(f"{option} {path} is a file, expected a model directory written by {writer}")
     try:

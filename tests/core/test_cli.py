@@ -170,7 +170,7 @@ def test_numbers_out_of_range_are_argument_errors(files, command, option, value,
 
 def test_missing_input_is_reported_without_tensorflow(files):
     run = concerto("pretrain", "--input", files / "missing.h5ad", "--output", files / "x")
-    assert_fast_user_error(run, "--input", "missing.h5ad: no such file")
+    assert_fast_user_error(run, "--input", "missing.h5ad does not exist")
 
 
 def test_truncated_h5ad_is_one_clear_line(files, tmp_path):
