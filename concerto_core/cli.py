@@ -300,10 +300,13 @@ def _check_map(args) -> dict:
 
 
 def _check_finetune(args) -> dict:
-    check_model_dir(args.model, "--model")
-    check_h5ad(args.input, "--input").require_obs(args.label_key, "--label-key", args.input)
-    if args.target:
-        check_h5ad(args.target, "--target")
+    batch_key = check_model_dir(args.model, "--model").get("batch_key")
+    labelled = check_h5ad(args.input, "--input")
+    labelled.require_obs(args.label_key, "--label-key", args.input)
+    cells = {"--input": labelled, "--target": check_h5ad(args.target, "--target") if args.target else None}
+    for option, summary in cells.items():
+        if batch_key and summary is not None:
+            summary.require_obs(batch_key, "the model's batch key", getattr(args, option[2:]))
     check_output_dir(args.output, "--output", {"--model": args.model})
     out = Path(args.output)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:

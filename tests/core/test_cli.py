@@ -193,6 +193,15 @@ def test_damaged_model_manifest_is_one_clear_line(files, tmp_path):
     (broken / "manifest.json").write_text("{ not json")
     run = concerto("embed", "--model", broken, "--input", files / "cells.h5ad", "--output", tmp_path / "o.h5ad")
     assert_fast_user_error(run, "--model", "not valid JSON")
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in (files / "model").iterdir():
+        (edited / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["batch_key"] = "group"
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    run = concerto("embed", "--model", edited, "--input", files / "cells.h5ad", "--output", tmp_path / "o.h5ad")
+    assert_fast_user_error(run, "--model", "changed after the model was saved")
 
 
 def test_missing_columns_are_found_before_tensorflow(files, tmp_path):
