@@ -152,10 +152,7 @@ def check_training_cells(matrices: dict, source: np.ndarray, sources: list, batc
         if X.nnz == 0:
             raise ValueError(f"modality {m!r}: every value is zero in all {n_cells} training cells; nothing to learn from "
                              "(wrong layer, or an empty/filtered matrix?)")
-        data = X.data.astype(np.float64)
-        total = np.bincount(X.indices, weights=data, minlength=X.shape[1])
-        total_sq = np.bincount(X.indices, weights=data * data, minlength=X.shape[1])
-        if np.all(total_sq / n_cells - (total / n_cells) ** 2 <= 1e-12 * np.maximum(total_sq / n_cells, 1e-30)):
+        if _all_rows_identical(X):
             raise ValueError(f"modality {m!r}: all {n_cells} training cells have identical values (zero variance in "
                              "every feature); nothing to learn from")
         nnz_per_source = np.bincount(source, weights=np.diff(X.indptr), minlength=len(sources))
@@ -163,6 +160,18 @@ def check_training_cells(matrices: dict, source: np.ndarray, sources: list, batc
         if empty:
             raise ValueError(f"modality {m!r}: every cell of source(s) {[str(s) for s in empty[:5]]} is all zero; "
                              "their BatchNorm statistics would be degenerate. Drop those cells")
+
+
+def _all_rows_identical(X) -> bool:
+    """True when every row of a CSR matrix (sorted indices, no explicit zeros) equals the
+    first; O(nnz) comparisons, and only when all rows have the same number of entries."""
+    lengths = np.diff(X.indptr)
+    if (lengths != lengths[0]).any():
+        return False
+    n, k = X.shape[0], int(lengths[0])
+    if k == 0:
+        return True
+    return bool((X.indices.reshape(n, k) == X.indices[:k]).all() and (X.data.reshape(n, k) == X.data[:k]).all())
 
 
 def check_embeddings(z: np.ndarray, what: str = "embedding") -> None:

@@ -221,7 +221,7 @@ class ConcertoClassifier:
         if seed is not None:
             config = config.replace(seed=int(seed))
         model = Concerto(adata, batch_key=batch_key, modalities=modalities, config=config, verbose=verbose, **hyperparameters)
-        model._train_inputs = None  # E2E trains through fit() only
+        model.drop_training_data()  # E2E trains through fit() only
         return fine_tune(model, adata, label_key, epochs=epochs, lr=lr, batch_size=batch_size, freeze_teacher=False,
                          seed=seed, target_adata=target_adata, consistency_weight=consistency_weight,
                          target_batch_key=target_batch_key, copy_model=False, _kind="end_to_end")

@@ -142,6 +142,11 @@ class Concerto:
                    self.sources, self._train_inputs, self.verbose, self.history, self.epochs_trained, self.path, values)
         return new
 
+    def drop_training_data(self) -> None:
+        """Forget the training cells (frees their memory); :meth:`train` then needs
+        :meth:`set_training_data` first."""
+        self._train_inputs = None
+
     # ------------------------------------------------------------------ training
     def train(self, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
               lr_end: float | None = None, checkpoint_dir=None, seed: int | None = None, strategy=None) -> "Concerto":
