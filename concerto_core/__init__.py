@@ -14,31 +14,38 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of logs
 
 from .settings import get_verbosity, set_verbosity  # noqa: E402  (configures the concerto_core logger)
-from .config import ConcertoConfig  # noqa: E402
-from .engine import MODEL_BATCH_KEY  # noqa: E402
-from .encoding import AlignmentReport, GeneVocabulary  # noqa: E402
-from .kernels import set_cpu_threads  # noqa: E402
-from .losses import nt_xent_loss  # noqa: E402
-from .finetune import ClassifierPrediction, ConcertoClassifier, fine_tune, finetune_query, rejection_curves  # noqa: E402
-from .label_transfer import (  # noqa: E402
-    VoteResult,
-    apply_rejection,
-    confidence_distributions,
-    hierarchical_knn_vote,
-    knn_vote,
-    transfer_labels,
-)
-from .modality import impute_modality, per_feature_pearson  # noqa: E402
-from .model import Concerto  # noqa: E402
-from .neighbors import NeighborIndex, knn_search  # noqa: E402
-from .signatures import group_mean_attention, top_genes_per_cell  # noqa: E402
 
-__all__ = [
-    "Concerto", "ConcertoConfig", "GeneVocabulary", "AlignmentReport", "nt_xent_loss",
-    "NeighborIndex", "knn_search", "VoteResult", "knn_vote", "hierarchical_knn_vote", "transfer_labels",
-    "apply_rejection", "confidence_distributions", "impute_modality", "per_feature_pearson",
-    "top_genes_per_cell", "group_mean_attention",
-    "ConcertoClassifier", "ClassifierPrediction", "fine_tune", "finetune_query", "rejection_curves",
-    "set_cpu_threads", "set_verbosity", "get_verbosity", "MODEL_BATCH_KEY",
-]
+# Public names -> defining module. Imported on first use (PEP 562), so `import concerto_core`,
+# the gene aligner, the k-NN vote and the CLI's argument checks do not load TensorFlow (seconds
+# of start-up) until a model is actually needed.
+_EXPORTS = {
+    "ConcertoConfig": "config", "MODEL_BATCH_KEY": "engine",
+    "AlignmentReport": "encoding", "GeneVocabulary": "encoding",
+    "set_cpu_threads": "kernels", "nt_xent_loss": "losses",
+    "ClassifierPrediction": "finetune", "ConcertoClassifier": "finetune", "fine_tune": "finetune",
+    "finetune_query": "finetune", "rejection_curves": "finetune",
+    "VoteResult": "label_transfer", "apply_rejection": "label_transfer",
+    "confidence_distributions": "label_transfer", "hierarchical_knn_vote": "label_transfer",
+    "knn_vote": "label_transfer", "transfer_labels": "label_transfer",
+    "impute_modality": "modality", "per_feature_pearson": "modality",
+    "Concerto": "model", "NeighborIndex": "neighbors", "knn_search": "neighbors",
+    "group_mean_attention": "signatures", "top_genes_per_cell": "signatures",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = ["get_verbosity", "set_verbosity", *_EXPORTS]
 __version__ = "0.1.0"
