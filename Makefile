@@ -1,5 +1,6 @@
 # One-command install and run.  `make run` = setup + the default (offline) workflow;
-# `make test` = setup + the test suite (what CI runs through .ci/run).
+# `make test` = setup + the test suite (what CI runs through .ci/run); `make test-fast` skips
+# the slow end-to-end runs.
 # Setup is idempotent: it re-runs only when envs/requirements.txt or pyproject.toml change.
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -9,13 +10,16 @@ HASH   := $(shell cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1
 STAMP  := $(VENV)/.setup-$(HASH)
 R_STAMP := $(VENV)/.r-setup-attempted
 
-.PHONY: setup run test lint dryrun report clean-results
+.PHONY: setup run test test-fast lint dryrun report clean-results
 setup: $(STAMP) $(R_STAMP)
 
 $(STAMP):
 	@if ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
 		echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
 	$(VENV)/bin/python -m pip install --upgrade --quiet pip
+	@# the GPU build of TensorFlow (older setups) shares its files with tensorflow-cpu: remove it first
+	@if $(VENV)/bin/python -m pip show --quiet tensorflow 2>/dev/null; then \
+		$(VENV)/bin/python -m pip uninstall --yes --quiet tensorflow tensorflow-cpu; fi
 	$(VENV)/bin/python -m pip install --quiet -r envs/requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
 	@rm -f $(VENV)/.setup-*
@@ -32,6 +36,10 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -ra --durations=10
+
+# for development: everything but the end-to-end runs and long learning checks
+test-fast: setup
+	$(VENV)/bin/python -m pytest -ra -m "not slow" --durations=10
 
 lint: setup
 	$(VENV)/bin/snakemake --lint

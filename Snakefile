@@ -1,17 +1,21 @@
-# Concerto reproduction workflow.
-#   configfile -> validate (schema + cross-field checks) -> rule modules -> rule all
-# Targets follow from the config switches (experiments.*.enabled, datasets, methods).
+# Concerto reproduction workflow: one experiment engine for every panel of the paper.
+#   config (datasets, splits, preprocessing, experiments, figures) -> validate + cross-field
+#   checks -> make_split -> preprocess -> train_concerto -> run_method -> score -> collect ->
+#   plot_<type>. Targets follow from the enabled experiments and figures (rules/common.smk).
 import os
 import sys
 
 from snakemake.utils import min_version, validate
 
-min_version("8.0")
+min_version("9.0")
 
 
-# the repository's default config, also when run with --directory elsewhere;
-# `--configfile my.yaml` is merged on top of it
-configfile: f"{workflow.basedir}/config.yaml"
+# The repository's study (config.yaml), also when run with --directory elsewhere. A study
+# given with `--configfile my.yaml` replaces it (schema defaults fill what it leaves out);
+# `--config seed=1` changes a top-level scalar of whichever study runs.
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/config.yaml"
 
 
 validate(config, schema="rules/config.schema.yaml")
@@ -29,19 +33,30 @@ os.environ.update(
     TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
 )
 
-from concerto_workflow.workflow_config import check_config
+from concerto_workflow.workflow_config import check_config, check_resource_placeholders
 
 check_config(config)
+check_resource_placeholders(workflow.resource_settings)
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
-include: "rules/preprocess.smk"
-include: "rules/concerto.smk"
-include: "rules/competitors.smk"
-include: "rules/evaluate.smk"
+include: "rules/engine.smk"
 include: "rules/figures.smk"
 include: "rules/benchmarks.smk"
+
+
+report: "report/workflow.rst"
+
+
+onerror:
+    print(
+        "\nThe workflow stopped. Each failed job's log is named above ('log:'); all logs are under "
+        "results/logs/<rule>/. After fixing the cause, run the same command again: finished "
+        "jobs are kept. If Snakemake itself was killed, run `snakemake --unlock` first and add "
+        "`--rerun-incomplete`.",
+        file=sys.stderr,
+    )
 
 
 rule all:

@@ -1,98 +1,161 @@
-# Paths, wildcard constraints and the target function. No rules here.
+# Paths, wildcard constraints and the functions that expand the config into jobs. No rules here.
+import re
+
+import pandas as pd
+
+from concerto_workflow import workflow_config as wc_cfg
 from concerto_workflow.methods import CONCERTO, REGISTRY, installed
-from concerto_workflow.workflow_config import plan
 
-RES = "results"
-RUN = "results/{dataset}/{split}/hvg_{hvg}"
-INTEG = "results/{dataset}/integration/hvg_{hvg}"
-MAPP = "results/{dataset}/mapping/hvg_{hvg}"
-LOGS = "results/logs"
-BENCH = "results/benchmarks"
-FIGS = "results/figures/{dataset}"
+EXPERIMENTS = wc_cfg.enabled_experiments(config)
+FIGURES = {n: f for n, f in config.get("figures", {}).items() if wc_cfg.figure_enabled(config, n)}
 
-# competitor wildcard: any registered method name, never 'concerto' (own rules)
-COMPETITORS = "|".join(sorted(REGISTRY))
+CELLS = "results/{experiment}/{fold}/{prep}/cells.h5ad"
+MODEL = "results/{experiment}/{fold}/{prep}/concerto_model/seed{seed}"
+OUTPUT = "results/{experiment}/{fold}/{prep}/{method}/seed{seed}.h5ad"
+SCORES = "results/{experiment}/{fold}/{prep}/{method}/seed{seed}.scores.tsv"
+UMAP = "results/{experiment}/{fold}/{prep}/{method}/seed{seed}.umap.tsv"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "__none__"
 
 
 wildcard_constraints:
-    dataset="[A-Za-z0-9_]+",
-    split="integration|mapping",
-    hvg="all|[0-9]+",
-    method="[a-z0-9_]+",
-    competitor=COMPETITORS,
-
-
-def tsv_params():
-    """Arguments shared by every table-producing rule (deterministic)."""
-    return {"seed": config["seed"]}
-
-
-def integration_targets():
-    out = []
-    for p in plan(config, "integration"):
-        out.append(f"results/figures/{p['dataset']}/fig3e_umap_hvg_{p['hvg']}.png")
-        out.append(f"results/figures/{p['dataset']}/fig3g_batch_metrics.png")
-        out.append(f"results/{p['dataset']}/integration/metrics.tsv")
-    return out
-
-
-def mapping_targets():
-    out = []
-    for p in plan(config, "mapping"):
-        out.append(f"results/figures/{p['dataset']}/fig4a_mapping_accuracy.png")
-        out.append(f"results/{p['dataset']}/mapping/metrics.tsv")
-        if CONCERTO in p["methods"]:
-            out.append(f"results/figures/{p['dataset']}/fig4b_confusion_concerto_hvg_{p['hvg']}.png")
-    return out
-
-
-def benchmark_targets():
-    out = []
-    if config["benchmarks"]["scale"]["enabled"]:
-        out += ["results/benchmarks/scale.json", "results/figures/scale_benchmark.png"]
-    return out
-
-
-def all_targets(wildcards):
-    targets = integration_targets() + mapping_targets() + benchmark_targets()
-    targets += [f"results/runtimes.tsv", f"results/figures/runtimes.png", f"results/config_used.yaml"]
-    return sorted(set(targets))
-
-
-def method_list(task, dataset):
-    return [p["methods"] for p in plan(config, task) if p["dataset"] == dataset][0]
-
-
-def hvg_list(task, dataset):
-    return [p["hvg"] for p in plan(config, task) if p["dataset"] == dataset]
+    dataset=_alternatives(config["datasets"]),
+    experiment=_alternatives(config["experiments"]),
+    prep=_alternatives(config["preprocessing"]),
+    method=_alternatives(REGISTRY),
+    fold="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",
+    figure=_alternatives(config.get("figures", {})),
 
 
 def dataset_cfg(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
-def competitor_installed(wildcards):
-    return installed(wildcards.competitor)
+def dataset_file(wildcards):
+    """The real data's h5ad: a download (source real), a local file (source local), or none."""
+    d = dataset_cfg(wildcards)
+    if d["source"] == "real":
+        return f"results/downloads/{wildcards.dataset}.h5ad"
+    if d["source"] == "local":
+        return d["local"]["path"]
+    return []
 
 
-def method_params(wildcards):
-    return config["competitors"]["params"].get(wildcards.competitor, {})
+def experiment(wildcards):
+    return config["experiments"][wildcards.experiment]
 
 
-def real_download(wildcards):
-    d = config["datasets"][wildcards.dataset]
-    return f"results/downloads/{wildcards.dataset}.h5ad" if d["source"] == "real" else []
+def folds_of(name):
+    """Fold names of an experiment: from the config, or (k-fold within groups, leave-one-out
+    without listed values) from its split table once the make_split checkpoint has run."""
+    folds = wc_cfg.static_folds(config, name)
+    if folds is None:
+        table = checkpoints.make_split.get(experiment=name).output.table
+        folds = sorted(pd.read_csv(table, sep="\t", usecols=["fold"])["fold"].unique())
+    return folds
 
 
-def concerto_training_cells(wildcards):
-    name = "cells" if wildcards.split == "integration" else "reference"
-    return f"results/{wildcards.dataset}/{wildcards.split}/hvg_{wildcards.hvg}/{name}.h5ad"
+def split_datasets(wildcards):
+    """Raw data the experiment's split reads: its dataset (+ the cross-dataset query)."""
+    e = experiment(wildcards)
+    split = config["splits"][e["split"]]
+    out = {"raw": f"results/data/{e['dataset']}/raw.h5ad"}
+    if split["kind"] == "cross_dataset":
+        out["query_raw"] = f"results/data/{split['query_dataset']}/raw.h5ad"
+    return out
 
 
-def split_metric_tables(wildcards):
-    task = wildcards.split
-    return [
-        f"results/{wildcards.dataset}/{task}/hvg_{h}/metrics/{m}.tsv"
-        for h in hvg_list(task, wildcards.dataset)
-        for m in method_list(task, wildcards.dataset)
-    ]
+def method_inputs(wildcards):
+    out = {"cells": CELLS.format(**wildcards)}
+    if REGISTRY[wildcards.method].needs_model:
+        out["model"] = MODEL.format(**wildcards)
+    return out
+
+
+def previous_failure(wildcards, output=None):
+    """'' or the reason of an existing 'failed' output of this job. As a param it changes when a
+    method fails, so the next run retries the job once (Snakemake's params rerun trigger)
+    instead of keeping the failure forever; a repeat of the same failure is kept."""
+    from concerto_workflow.outputs import recorded_failure
+
+    return recorded_failure(OUTPUT.format(**wildcards))
+
+
+def fold_outputs(name, pattern, methods=None, preps=None, seeds=None, folds=None):
+    e = config["experiments"][name]
+    return expand(pattern, experiment=name, fold=folds or folds_of(name), prep=preps or e["preprocessing"],
+                  method=methods or e["methods"], seed=seeds or e["seeds"])
+
+
+def experiment_scores(wildcards):
+    return fold_outputs(wildcards.experiment, SCORES)
+
+
+def figure_spec(wildcards):
+    return config["figures"][wildcards.figure]
+
+
+def figure_tables(wildcards):
+    return [f"results/{x}/scores.tsv" for x in figure_spec(wildcards)["experiments"]]
+
+
+def _figure_focus(f):
+    """(experiment, preprocessing, first fold, first seed) a single-fold figure draws."""
+    name = f["experiments"][0]
+    e = config["experiments"][name]
+    return name, f.get("preprocessing") or e["preprocessing"][0], folds_of(name)[0], e["seeds"][0]
+
+
+def figure_umaps(wildcards):
+    name, prep, fold, seed = _figure_focus(figure_spec(wildcards))
+    return fold_outputs(name, UMAP, preps=[prep], folds=[fold], seeds=[seed])
+
+
+def figure_method_outputs(wildcards):
+    f = figure_spec(wildcards)
+    name, prep, fold, seed = _figure_focus(f)
+    methods = [f["method"]] if f["type"] == "confusion" else None
+    return fold_outputs(name, OUTPUT, methods=methods, preps=[prep], folds=[fold], seeds=[seed])
+
+
+def caption_text(wildcards):
+    f = figure_spec(wildcards)
+    path = os.path.join(workflow.basedir, f["caption"]) if f.get("caption") else ""
+    text = open(path).read() if path else ""
+    exps = "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
+    return f"Paper panel {f['panel']}. {exps}.\n\n{text}"
+
+
+def figures_of(*types):
+    return _alternatives([n for n, f in config.get("figures", {}).items() if f["type"] in types])
+
+
+def figure_params(wildcards):
+    f = figure_spec(wildcards)
+    metrics = list(f.get("metrics") or dict.fromkeys(m for x in f["experiments"]
+                                                     for m in wc_cfg.experiment_metrics(config, x)))
+    title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
+    return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
+                color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO))
+
+
+FIGURE_REPORT = dict(caption="../report/figure.rst", category="Paper figures", labels={"figure": "{figure}"})
+
+
+def figure_targets():
+    return [f"results/figures/{n}.png" for n in FIGURES]
+
+
+def benchmark_targets():
+    if config["benchmarks"]["scale"]["enabled"]:
+        return ["results/benchmarks/scale.json", "results/figures/scale_benchmark.png"]
+    return []
+
+
+def all_targets(wildcards):
+    targets = [f"results/{x}/scores.tsv" for x in EXPERIMENTS] + figure_targets() + benchmark_targets()
+    targets += ["results/runtimes.tsv", "results/figures/runtimes.png", "results/config_used.yaml"]
+    return sorted(set(targets))

@@ -24,7 +24,7 @@ rule download_real:
 
 rule prepare_dataset:
     input:
-        real_download,
+        dataset_file,
     output:
         "results/data/{dataset}/raw.h5ad",
     params:

@@ -1,21 +1,28 @@
 from concerto_workflow.logs import redirect_output; redirect_output(snakemake.log[0])  # noqa: E702,F821
-"""Integration: one training set of all cells. Mapping: reference/query split."""
+"""One fold's cells, normalised, on the genes fitted on its training cells."""
 import anndata as ad
+import pandas as pd
 
 from concerto_workflow import preprocessing as pp
+from concerto_workflow.columns import ROLE
 
 sm = snakemake  # noqa: F821
-cfg = sm.params.pp
-common = dict(min_genes=cfg["min_genes"], min_cells=cfg["min_cells"], target_sum=cfg["target_sum"],
-              n_top_genes=pp.parse_hvg(sm.wildcards.hvg), flavor=cfg["hvg_flavor"])
-raw = ad.read_h5ad(sm.input[0])
-if sm.rule == "preprocess_integration":
-    out = pp.preprocess_integration(raw, **common)
-    print(out, flush=True)
-    out.write_h5ad(sm.output[0])
-else:
-    ref, query = pp.preprocess_mapping(raw, query_key=sm.params.query["key"],
-                                       query_value=sm.params.query["value"], **common)
-    print("reference:", ref, "\nquery:", query, flush=True)
-    ref.write_h5ad(sm.output.reference)
-    query.write_h5ad(sm.output.query)
+prep, split = sm.params.prep, dict(sm.params.split)
+table = pd.read_csv(sm.input.table, sep="\t", dtype=str)
+table = table[table["fold"] == sm.wildcards.fold]
+if table.empty:
+    raise ValueError(f"fold {sm.wildcards.fold!r} is not in {sm.input.table}")
+names = [sm.params.dataset] + ([split["query_dataset"]] if "query_raw" in sm.input.keys() else [])
+paths = [sm.input.raw] + ([sm.input.query_raw] if len(names) > 1 else [])
+parts, gene_maps = [], {}
+for name, path in zip(names, paths):
+    raw = ad.read_h5ad(path)
+    rows = table[table["dataset"] == name]
+    parts.append((name, raw, pd.Series(rows[ROLE].to_numpy(), index=rows["cell"].to_numpy())))
+    if name != names[0]:
+        gene_maps.update(pp.gene_maps_for(name, raw, split.get("gene_map", {"source": "none"})))
+out = pp.preprocess_fold(parts, min_genes=prep["min_genes"], min_cells=prep["min_cells"],
+                         target_sum=prep["target_sum"], n_top_genes=pp.parse_hvg(prep["n_top_genes"]),
+                         flavor=prep["flavor"], gene_maps=gene_maps)
+print(out, flush=True)
+out.write_h5ad(sm.output[0])

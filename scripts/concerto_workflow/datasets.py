@@ -18,39 +18,44 @@ REQUIRED_OBS = ("cell_type", "batch", "tech")
 
 
 def make_standin(name: str, params: dict) -> ad.AnnData:
-    """Simulated stand-in for dataset ``name`` (``concerto_workflow.simulate.standins``)."""
-    from concerto_workflow.simulate import standins  # written alongside this package
+    """Simulated stand-in for dataset ``name``: ``make_<params['maker'] or name>(**rest)`` of
+    :mod:`concerto_workflow.simulate.standins`."""
+    from .workflow_config import standin_kwargs, standin_maker
 
-    maker = getattr(standins, f"make_{name}", None)
-    if maker is None:
-        raise ValueError(
-            f"datasets.{name}.source = 'standin' but concerto_workflow.simulate.standins "
-            f"has no make_{name}(); use a dataset with a stand-in or source: real"
-        )
-    return to_common_schema(maker(**params))
+    cfg = {"standin": params}
+    return to_common_schema(standin_maker(name, cfg)(**standin_kwargs(cfg)))
 
 
-def convert_real(path: str, batch_col: str, label_col: str, counts_layer: str | None,
-                 tech_pattern: str) -> ad.AnnData:
-    """Read a downloaded h5ad and map its columns onto the common schema.
+def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "", counts_layer: str = "",
+                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=()) -> ad.AnnData:
+    """Read a real h5ad and map its columns onto the common schema.
 
-    ``tech_pattern`` is a regex whose first group extracts the technology from the
-    batch name (for the scIB pancreas: ``inDrop3`` -> ``inDrop``).
+    ``tech_col`` names the technology column; without it, ``tech_pattern`` is a regex whose
+    first group extracts the technology from the batch name (scIB pancreas: ``inDrop3`` ->
+    ``inDrop``). ``keep_obs`` columns are carried along (donor, finer labels, ...); an
+    ``obsm['protein']`` with ``uns['protein_names']`` is kept.
     """
     a = ad.read_h5ad(path)
-    for col, key in ((batch_col, "batch_col"), (label_col, "label_col")):
-        if col not in a.obs:
-            raise KeyError(f"datasets.*.real.{key} = {col!r} not in obs columns {list(a.obs.columns)}")
+    for col, key in ((batch_col, "batch_col"), (label_col, "label_col"), (tech_col, "tech_col"),
+                     *((c, "keep_obs") for c in keep_obs)):
+        if col and col not in a.obs:
+            raise KeyError(f"datasets.*.{key} = {col!r} not in obs columns of {path}: {list(a.obs.columns)}")
+    if counts_layer and counts_layer not in a.layers:
+        raise KeyError(f"datasets.*.counts_layer = {counts_layer!r} not in the layers of {path}: "
+                       f"{list(a.layers)}")
     X = a.layers[counts_layer] if counts_layer else a.X
     batch = a.obs[batch_col].astype(str)
-    tech = batch.map(lambda b: (re.match(tech_pattern, b) or re.match("(.*)", b)).group(1))
-    out = ad.AnnData(
-        X=sp.csr_matrix(X, dtype=np.float32),
-        obs=pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values,
-                          "batch": batch.values, "tech": tech.values},
-                         index=a.obs_names.astype(str)),
-        var=pd.DataFrame(index=a.var_names.astype(str)),
-    )
+    tech = a.obs[tech_col].astype(str) if tech_col else \
+        batch.map(lambda b: (re.match(tech_pattern, b) or re.match("(.*)", b)).group(1))
+    obs = pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values, "batch": batch.values,
+                        "tech": tech.values}, index=a.obs_names.astype(str))
+    for c in keep_obs:
+        obs[c] = pd.Categorical(a.obs[c].astype(str).values)
+    out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=pd.DataFrame(index=a.var_names.astype(str)))
+    if "protein" in a.obsm:
+        out.obsm["protein"] = np.asarray(a.obsm["protein"], dtype=np.float32)
+        if "protein_names" in a.uns:
+            out.uns["protein_names"] = list(a.uns["protein_names"])
     return to_common_schema(out)
 
 

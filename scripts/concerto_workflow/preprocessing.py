@@ -1,9 +1,12 @@
-"""Preprocessing as in the paper's Methods, with HVGs fitted on training cells only.
+"""Preprocessing of one fold, as in the paper's Methods, fitted on the fold's training cells only.
 
-Steps: drop mitochondrial/ERCC genes, drop cells with < ``min_genes`` detected genes,
-drop genes detected in < ``min_cells`` training cells, normalise each cell to
-``target_sum`` counts, log1p, select ``n_top_genes`` HVGs (scanpy) on the training
-cells. Query cells are then aligned to the training gene list (missing genes = 0).
+Steps: drop mitochondrial/ERCC genes; drop cells with < ``min_genes`` detected genes; normalise
+each cell to ``target_sum`` counts and log1p (each cell on its own full profile, so nothing is
+shared between cells); choose the genes on the *training* cells (detected in >= ``min_cells``
+training cells, then the ``n_top_genes`` most variable by scanpy); put every other cell on
+those genes with :meth:`concerto_core.encoding.GeneVocabulary.align` (missing genes = 0).
+Cells of a second dataset (cross-dataset query) are first renamed to the reference's gene
+identifiers through a one-to-one gene map (e.g. human-mouse orthologs).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
+
+from .columns import PROTEIN, PROTEIN_NAMES, ROLE, SOURCE_DATASET, TRAIN
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +59,10 @@ def fit_genes(train_counts: ad.AnnData, train_norm: ad.AnnData, min_cells: int,
     cells, then the ``n_top_genes`` most variable (scanpy) of those, in original order."""
     detected = np.asarray((train_counts.X > 0).sum(axis=0)).ravel()
     genes = train_counts.var_names[detected >= min_cells]
-    if n_top_genes is None or n_top_genes >= len(genes):
-        if n_top_genes is not None:
-            log.warning("n_top_genes=%d >= %d available genes: using all genes", n_top_genes, len(genes))
+    if n_top_genes is not None and n_top_genes > len(genes):
+        raise ValueError(f"n_top_genes={n_top_genes} but only {len(genes)} genes are detected in >= "
+                         f"{min_cells} training cells; lower the HVG level or use 'all'")
+    if n_top_genes is None or n_top_genes == len(genes):
         return genes
     sub = train_norm[:, genes].copy()
     hv = sc.pp.highly_variable_genes(sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False)
@@ -64,56 +70,118 @@ def fit_genes(train_counts: ad.AnnData, train_norm: ad.AnnData, min_cells: int,
 
 
 def align_genes(a: ad.AnnData, genes: pd.Index) -> ad.AnnData:
-    """Restrict/reorder ``a`` to ``genes``; genes absent from ``a`` become all-zero columns."""
-    present = genes.isin(a.var_names)
-    if present.all():
-        return a[:, genes].copy()
-    log.warning("%d of %d training genes absent from this data: filled with zeros",
-                int((~present).sum()), len(genes))
-    src = sp.csr_matrix(a[:, genes[present]].X)
-    cols = np.flatnonzero(present)
-    # column scatter as a sparse product: (n, k) @ (k, G) with one 1 per row
-    P = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (np.arange(len(cols)), cols)),
-                      shape=(len(cols), len(genes)))
-    X = sp.csr_matrix(src @ P, dtype=np.float32)
-    return ad.AnnData(X, obs=a.obs.copy(), var=pd.DataFrame(index=genes))
+    """``a`` on exactly ``genes`` (missing genes = 0, extra genes dropped), through the model
+    package's aligner so the workflow and ``concerto_core`` agree on gene matching."""
+    from concerto_core.encoding import GeneVocabulary
 
-
-def _info(n_top_genes, n_genes, **kw) -> dict:
-    return dict(n_top_genes=-1 if n_top_genes is None else n_top_genes, n_genes=int(n_genes), **kw)
-
-
-def preprocess_integration(raw: ad.AnnData, *, min_genes: int, min_cells: int,
-                           target_sum: float, n_top_genes: int | None, flavor: str) -> ad.AnnData:
-    """Integration: every cell is a training cell. Returns log-normalised X (CSR) on the
-    selected genes; normalisation uses each cell's full profile, as in the paper."""
-    cells = filter_cells(raw, min_genes)
-    norm = normalise(cells, target_sum)
-    genes = fit_genes(cells, norm, min_cells, n_top_genes, flavor)
-    out = norm[:, genes].copy()
-    out.uns["preprocessing"] = _info(n_top_genes, out.n_vars, min_genes=min_genes, min_cells=min_cells,
-                                     target_sum=target_sum, fitted_on="all cells")
+    X, report = GeneVocabulary(list(genes)).align(sp.csr_matrix(a.X, dtype=np.float32), a.var_names,
+                                                  min_overlap=0.0)
+    if report.n_missing:
+        log.warning("%s", report)
+    out = ad.AnnData(sp.csr_matrix(X, dtype=np.float32), obs=a.obs.copy(), var=pd.DataFrame(index=genes))
+    out.obsm.update({k: v for k, v in a.obsm.items()})
     return out
 
 
-def preprocess_mapping(raw: ad.AnnData, *, query_key: str, query_value: str, min_genes: int,
-                       min_cells: int, target_sum: float, n_top_genes: int | None,
-                       flavor: str) -> tuple[ad.AnnData, ad.AnnData]:
-    """Mapping: genes (min_cells filter + HVG) fitted on reference cells only; the query
-    is normalised on its own full profile and then aligned to the reference genes."""
-    values = sorted(raw.obs[query_key].astype(str).unique())
-    if query_value not in values:
-        raise ValueError(f"mapping query {query_key}={query_value!r} not in the data; "
-                         f"allowed values: {values}")
-    cells = filter_cells(raw, min_genes)
-    is_query = (cells.obs[query_key].astype(str) == query_value).to_numpy()
-    ref_raw, query_raw = cells[~is_query].copy(), cells[is_query].copy()
-    ref_norm = normalise(ref_raw, target_sum)
-    genes = fit_genes(ref_raw, ref_norm, min_cells, n_top_genes, flavor)
-    ref = ref_norm[:, genes].copy()
-    query = align_genes(normalise(query_raw, target_sum), genes)
-    info = _info(n_top_genes, ref.n_vars, min_genes=min_genes, min_cells=min_cells,
-                 target_sum=target_sum, fitted_on="reference cells", query=f"{query_key}={query_value}")
-    ref.uns["preprocessing"] = info
-    query.uns["preprocessing"] = dict(info)
-    return ref, query
+def one_to_one(table: pd.DataFrame, ref_col: str, query_col: str) -> pd.DataFrame:
+    """Pairs whose reference and query genes each occur exactly once (ambiguous ones dropped)."""
+    t = table[[ref_col, query_col]].dropna().astype(str).drop_duplicates()
+    t = t[~t[ref_col].duplicated(keep=False) & ~t[query_col].duplicated(keep=False)]
+    return t.rename(columns={ref_col: "reference", query_col: "query"}).reset_index(drop=True)
+
+
+def map_genes(a: ad.AnnData, table: pd.DataFrame) -> tuple[ad.AnnData, dict]:
+    """Rename ``a``'s genes from query to reference identifiers with a one-to-one table
+    (columns ``reference``, ``query``); genes without a partner are dropped and counted."""
+    m = dict(zip(table["query"], table["reference"]))
+    has = np.array([g in m for g in a.var_names])
+    out = a[:, has].copy()
+    out.var_names = [m[g] for g in out.var_names]
+    report = {"query_genes": int(a.n_vars), "mapped": int(has.sum()), "unmatched": int((~has).sum()),
+              "table_pairs": int(len(table))}
+    log.info("gene map: %(mapped)d of %(query_genes)d query genes mapped one-to-one "
+             "(%(unmatched)d unmatched; table has %(table_pairs)d pairs)", report)
+    if not has.any():
+        raise ValueError(f"gene map: none of the {a.n_vars} query genes (e.g. {list(a.var_names[:3])}) "
+                         f"is in the table's query column (e.g. {list(table['query'][:3])})")
+    return out, report
+
+
+def _info(**kw) -> dict:
+    return {k: (-1 if v is None else v) for k, v in kw.items()}
+
+
+def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes: int, min_cells: int,
+                    target_sum: float, n_top_genes: int | None, flavor: str,
+                    gene_maps: dict[str, pd.DataFrame] | None = None) -> ad.AnnData:
+    """One fold's cells on the genes fitted on its training cells.
+
+    ``parts``: (dataset name, raw counts AnnData, role per cell of that AnnData indexed by obs
+    name), the first being the experiment's own dataset. ``gene_maps[dataset]`` renames a
+    second dataset's genes to the first one's. Returns log-normalised CSR X with
+    ``obs['role']`` and ``obs['source_dataset']``; ``uns['preprocessing']`` records what was fitted.
+    """
+    gene_maps = gene_maps or {}
+    normed, counts, reports = [], [], {}
+    for name, raw, roles in parts:
+        a = raw[raw.obs_names.isin(roles.index)].copy()
+        if name in gene_maps:
+            a, reports[name] = map_genes(a, gene_maps[name])
+        a = filter_cells(a, min_genes)
+        a.obs[ROLE] = pd.Categorical(roles.reindex(a.obs_names).astype(str).to_numpy())
+        a.obs[SOURCE_DATASET] = name
+        if len(parts) > 1:  # obs names unique across datasets
+            a.obs_names = [f"{name}:{c}" for c in a.obs_names]
+        counts.append(a)
+        normed.append(normalise(a, target_sum))
+    train_mask = [(a.obs[ROLE] == TRAIN).to_numpy() for a in counts]
+    n_train = sum(int(m.sum()) for m in train_mask)
+    if n_train == 0:
+        raise ValueError("this fold has no training cells left after filtering (min_genes="
+                         f"{min_genes})")
+    # genes are fitted on training cells, which all come from datasets sharing gene identifiers
+    train_counts = ad.concat([a[m] for a, m in zip(counts, train_mask) if m.any()], join="inner")
+    train_norm = ad.concat([a[m] for a, m in zip(normed, train_mask) if m.any()], join="inner")
+    genes = fit_genes(train_counts, train_norm, min_cells, n_top_genes, flavor)
+    aligned = [align_genes(a, genes) for a in normed]
+    has_protein = all(PROTEIN in a.obsm for a in aligned)
+    out = ad.concat(aligned, join="outer", merge="same")
+    out.X = sp.csr_matrix(out.X, dtype=np.float32)
+    if has_protein:
+        names = [list(raw.uns.get(PROTEIN_NAMES, [])) for _, raw, _ in parts]
+        if all(n == names[0] for n in names):
+            out.uns[PROTEIN_NAMES] = names[0]
+    elif PROTEIN in out.obsm:
+        del out.obsm[PROTEIN]
+    for c in out.obs.columns:
+        if out.obs[c].dtype == object:
+            out.obs[c] = pd.Categorical(out.obs[c].astype(str))
+    out.uns["preprocessing"] = _info(
+        n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
+        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells")
+    if reports:
+        out.uns["gene_map"] = reports
+    log.info("fold: %d cells x %d genes; roles %s", out.n_obs, out.n_vars,
+             out.obs[ROLE].value_counts().to_dict())
+    return out
+
+
+def gene_maps_for(name: str, raw: ad.AnnData, gene_map: dict) -> dict[str, pd.DataFrame]:
+    """{dataset: one-to-one table} for a cross-dataset query from the split's ``gene_map``."""
+    source = gene_map.get("source", "none")
+    if source == "none":
+        return {}
+    if source == "var_column":
+        col = gene_map["column"]
+        if col not in raw.var:
+            raise ValueError(f"gene_map: var column {col!r} not in dataset {name!r}; var columns: "
+                             f"{list(raw.var.columns)}")
+        table = pd.DataFrame({"reference": raw.var[col].astype(str).to_numpy(),
+                              "query": raw.var_names.astype(str)})
+        return {name: one_to_one(table, "reference", "query")}
+    table = pd.read_csv(gene_map["path"], sep=None, engine="python")
+    for key in ("reference_column", "query_column"):
+        if gene_map[key] not in table:
+            raise ValueError(f"gene_map.{key} = {gene_map[key]!r} not in {gene_map['path']} "
+                             f"(columns {list(table.columns)})")
+    return {name: one_to_one(table, gene_map["reference_column"], gene_map["query_column"])}

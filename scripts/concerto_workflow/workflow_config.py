@@ -1,63 +1,222 @@
-"""Config checks that a JSON schema cannot express, and the experiment plan.
+"""Config checks a JSON schema cannot express, and the plan (which jobs the study implies).
 
-``check_config`` runs right after ``snakemake.utils.validate`` in the Snakefile;
-every message names the offending key and what is allowed.
+``check_config`` runs right after ``snakemake.utils.validate`` in the Snakefile, so impossible
+settings fail the dry run; every message names the offending key and what is allowed. Method
+and metric names are checked against their registries here and nowhere else.
 """
 from __future__ import annotations
 
-from .methods import CONCERTO, REGISTRY
-from .metrics import INTEGRATION_METRICS
+import inspect
+import os
 
-TASKS = ("integration", "mapping")
+from .methods import REGISTRY, accepted_params, capability, methods_for
+from .outputs import TASKS
+from .scoring import METRICS, metrics_for
+from .splits import fold_names
+
+#: what each figure type can draw
+FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "umap_grid": ("embed", "map"),
+                "confusion": ("map", "annotate"), "densities": ("map", "annotate")}
+#: keys each split kind needs
+SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),
+              "leave_one_out": ("key",), "label_mask": ("remove",)}
 
 
 class ConfigError(ValueError):
     pass
 
 
-def allowed_methods(task: str) -> list[str]:
-    return [CONCERTO] + [m.name for m in REGISTRY.values() if task in m.tasks]
+def standin_maker(name: str, dataset: dict):
+    from .simulate import standins
+
+    maker = dataset.get("standin", {}).get("maker", name)
+    fn = getattr(standins, f"make_{maker}", None)
+    if fn is None:
+        known = sorted(n[5:] for n in dir(standins) if n.startswith("make_"))
+        raise ConfigError(f"config key 'datasets.{name}': no stand-in make_{maker}(); set "
+                          f"'datasets.{name}.standin.maker' to one of {known} or use source real/local")
+    return fn
+
+
+def standin_kwargs(dataset: dict) -> dict:
+    return {k: v for k, v in dataset.get("standin", {}).items() if k != "maker"}
+
+
+def known_gene_count(config: dict, name: str) -> int | None:
+    """Genes of a stand-in (from its parameters or the maker's default); None for real data."""
+    d = config["datasets"][name]
+    if d["source"] != "standin":
+        return None
+    fn = standin_maker(name, d)
+    default = inspect.signature(fn).parameters.get("n_genes")
+    return int(standin_kwargs(d).get("n_genes", default.default if default else 0)) or None
+
+
+def hvg_count(prep: dict) -> int | None:
+    n = str(prep.get("n_top_genes", 2000))
+    return None if n == "all" else int(n)
+
+
+def enabled_experiments(config: dict) -> dict[str, dict]:
+    return {n: e for n, e in config["experiments"].items() if e.get("enabled", True)}
+
+
+def method_params(config: dict, experiment: str, method: str) -> dict:
+    """Method parameters for one experiment: method_params overridden by the experiment's params."""
+    exp = config["experiments"][experiment]
+    return {**config.get("method_params", {}).get(method, {}), **exp.get("params", {}).get(method, {})}
+
+
+def experiment_metrics(config: dict, experiment: str) -> list[str]:
+    exp = config["experiments"][experiment]
+    return list(exp.get("metrics") or metrics_for(exp["task"]))
+
+
+def _check_dataset(name: str, d: dict) -> None:
+    key = f"datasets.{name}"
+    if d["source"] == "real" and not d.get("real", {}).get("url"):
+        raise ConfigError(f"config key '{key}.real.url' is required when '{key}.source' is 'real'")
+    if d["source"] == "local":
+        path = d.get("local", {}).get("path")
+        if not path:
+            raise ConfigError(f"config key '{key}.local.path' is required when '{key}.source' is 'local'")
+        if not os.path.exists(path):
+            raise ConfigError(f"config key '{key}.local.path': {path!r} does not exist "
+                              f"(relative paths start at the working directory {os.getcwd()})")
+    if d["source"] == "standin":
+        fn = standin_maker(name, d)
+        params = inspect.signature(fn).parameters
+        unknown = sorted(set(standin_kwargs(d)) - set(params))
+        if unknown:
+            raise ConfigError(f"config key '{key}.standin': make_{fn.__name__[5:]}() does not take "
+                              f"{unknown}; it takes {sorted(p for p in params)}")
+
+
+def _check_split(name: str, s: dict, datasets: dict) -> None:
+    key = f"splits.{name}"
+    for k in SPLIT_KEYS[s["kind"]]:
+        if s.get(k) in (None, "", []):
+            raise ConfigError(f"config key '{key}.{k}' is required for kind {s['kind']!r}")
+    if s["kind"] == "cross_dataset":
+        if s["query_dataset"] not in datasets:
+            raise ConfigError(f"config key '{key}.query_dataset': unknown dataset {s['query_dataset']!r}; "
+                              f"defined: {sorted(datasets)}")
+        gm = s.get("gene_map", {"source": "none"})
+        if gm.get("source") == "table" and not gm.get("path"):
+            raise ConfigError(f"config key '{key}.gene_map.path' is required for source 'table'")
+        if gm.get("source") == "var_column" and not gm.get("column"):
+            raise ConfigError(f"config key '{key}.gene_map.column' is required for source 'var_column'")
+
+
+def _check_experiment(config: dict, name: str, e: dict) -> None:
+    key = f"experiments.{name}"
+    task = e["task"]
+    for field, section in (("dataset", "datasets"), ("split", "splits")):
+        if e[field] not in config[section]:
+            raise ConfigError(f"config key '{key}.{field}': unknown {field} {e[field]!r}; "
+                              f"defined under '{section}': {sorted(config[section])}")
+    for p in e["preprocessing"]:
+        if p not in config["preprocessing"]:
+            raise ConfigError(f"config key '{key}.preprocessing': unknown id {p!r}; defined: "
+                              f"{sorted(config['preprocessing'])}")
+        n_hvg, n_genes = hvg_count(config["preprocessing"][p]), known_gene_count(config, e["dataset"])
+        if n_hvg and n_genes and n_hvg > n_genes:
+            raise ConfigError(f"config key 'preprocessing.{p}.n_top_genes' = {n_hvg} exceeds the "
+                              f"{n_genes} genes of dataset {e['dataset']!r} (experiment {name!r})")
+    if len(set(e["methods"])) != len(e["methods"]):
+        raise ConfigError(f"config key '{key}.methods' lists a method twice: {e['methods']}")
+    for m in e["methods"]:
+        if m not in REGISTRY:
+            raise ConfigError(f"config key '{key}.methods': unknown method {m!r}; registered: {sorted(REGISTRY)}")
+        if capability(m, task) is None:
+            raise ConfigError(f"config key '{key}.methods': {m!r} cannot run task {task!r}; "
+                              f"methods that can: {methods_for(task)}")
+        unknown = sorted(set(method_params(config, name, m)) - accepted_params(m, task))
+        if unknown:
+            raise ConfigError(f"config key '{key}.params.{m}' (or 'method_params.{m}'): {m} does not "
+                              f"accept {unknown} for task {task!r}; it accepts "
+                              f"{sorted(accepted_params(m, task))}")
+    for m in e.get("params", {}):
+        if m not in e["methods"]:
+            raise ConfigError(f"config key '{key}.params.{m}': {m!r} is not in '{key}.methods'")
+    for metric in e.get("metrics") or []:
+        if metric not in METRICS or task not in METRICS[metric].tasks:
+            raise ConfigError(f"config key '{key}.metrics': {metric!r} is not a metric of task {task!r}; "
+                              f"allowed: {metrics_for(task)}")
+    split = config["splits"][e["split"]]
+    if task in ("map", "annotate", "impute") and split["kind"] == "all":
+        raise ConfigError(f"config key '{key}.split': task {task!r} needs test cells, but split "
+                          f"{e['split']!r} is of kind 'all'")
+
+
+def _check_figure(config: dict, name: str, f: dict) -> None:
+    key = f"figures.{name}"
+    for x in f["experiments"]:
+        if x not in config["experiments"]:
+            raise ConfigError(f"config key '{key}.experiments': unknown experiment {x!r}; defined: "
+                              f"{sorted(config['experiments'])}")
+        e = config["experiments"][x]
+        if e["task"] not in FIGURE_TASKS[f["type"]]:
+            raise ConfigError(f"config key '{key}.type': a {f['type']} figure cannot draw task "
+                              f"{e['task']!r} (experiment {x!r}); it draws {FIGURE_TASKS[f['type']]}")
+        if f.get("preprocessing") and f["preprocessing"] not in e["preprocessing"]:
+            raise ConfigError(f"config key '{key}.preprocessing': {f['preprocessing']!r} is not among "
+                              f"experiment {x!r}'s {e['preprocessing']}")
+        if f["type"] == "confusion" and f.get("method", "concerto") not in e["methods"]:
+            raise ConfigError(f"config key '{key}.method': {f.get('method')!r} is not run by experiment {x!r}")
+        for metric in f.get("metrics") or []:
+            if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb"]:
+                raise ConfigError(f"config key '{key}.metrics': experiment {x!r} does not compute "
+                                  f"{metric!r}; it computes {experiment_metrics(config, x)}")
+    cap = f.get("caption")
+    if cap and not os.path.exists(os.path.join(REPO, cap)):
+        raise ConfigError(f"config key '{key}.caption': no file {cap!r} in the repository")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def check_config(config: dict) -> None:
-    datasets = config["datasets"]
-    for name, d in datasets.items():
-        if d["source"] == "real" and not d.get("real", {}).get("url"):
-            raise ConfigError(f"config key 'datasets.{name}.real.url' is required when "
-                              f"'datasets.{name}.source' is 'real'")
-    for task in TASKS:
-        exp = config["experiments"][task]
-        key = f"experiments.{task}"
-        for ds in exp["datasets"]:
-            if ds not in datasets:
-                raise ConfigError(f"config key '{key}.datasets': unknown dataset {ds!r}; "
-                                  f"allowed: {sorted(datasets)} (defined under 'datasets')")
-            if task == "mapping" and not datasets[ds].get("mapping_query"):
-                raise ConfigError(f"config key 'datasets.{ds}.mapping_query' is required because "
-                                  f"'{key}.datasets' lists {ds!r}")
-        for m in exp["methods"]:
-            if m not in allowed_methods(task):
-                raise ConfigError(f"config key '{key}.methods': {m!r} cannot run {task}; "
-                                  f"allowed: {allowed_methods(task)}")
-        if len(set(exp["methods"])) != len(exp["methods"]):
-            raise ConfigError(f"config key '{key}.methods' lists a method twice: {exp['methods']}")
-        levels = [str(h) for h in exp["hvg_levels"]]
-        if len(set(levels)) != len(levels):
-            raise ConfigError(f"config key '{key}.hvg_levels' repeats a level: {levels}")
-        for h in levels:
-            if h != "all" and (not h.isdigit() or int(h) <= 0):
-                raise ConfigError(f"config key '{key}.hvg_levels': {h!r} is not a positive "
-                                  f"integer or 'all'")
-    for m in config["metrics"]["integration"]:
-        if m not in INTEGRATION_METRICS:
-            raise ConfigError(f"config key 'metrics.integration': unknown metric {m!r}; "
-                              f"allowed: {sorted(INTEGRATION_METRICS)}")
+    for name, d in config["datasets"].items():
+        _check_dataset(name, d)
+    for name, s in config.get("splits", {}).items():
+        _check_split(name, s, config["datasets"])
+    for name, e in enabled_experiments(config).items():
+        _check_experiment(config, name, e)
+    for method, params in config.get("method_params", {}).items():
+        if method not in REGISTRY:
+            raise ConfigError(f"config key 'method_params.{method}': unknown method; registered: "
+                              f"{sorted(REGISTRY)}")
+    for name, f in config.get("figures", {}).items():
+        _check_figure(config, name, f)
 
 
-def plan(config: dict, task: str) -> list[dict]:
-    """[{dataset, hvg, methods}] for an enabled task, [] when switched off."""
-    exp = config["experiments"][task]
-    if not exp["enabled"]:
-        return []
-    return [{"dataset": ds, "hvg": str(h), "methods": list(exp["methods"])}
-            for ds in exp["datasets"] for h in exp["hvg_levels"]]
+def static_folds(config: dict, experiment: str) -> list[str] | None:
+    return fold_names(config["splits"][config["experiments"][experiment]["split"]])
+
+
+def figure_enabled(config: dict, figure: str) -> bool:
+    exps = enabled_experiments(config)
+    return all(x in exps for x in config["figures"][figure]["experiments"])
+
+
+def check_resource_placeholders(resource_settings) -> None:
+    """Refuse a cluster profile whose ``<placeholders>`` (account, partitions) were not replaced,
+    before any job is submitted with them."""
+    import re
+
+    def raw_values(resources):
+        if resources is None:
+            return []
+        items = resources.items() if hasattr(resources, "items") else []
+        out = []
+        for _, v in items:
+            out += raw_values(v) if hasattr(v, "items") else [str(getattr(v, "raw", v))]
+        return out
+
+    text = " ".join(raw_values(getattr(resource_settings, "default_resources", None))
+                    + raw_values(getattr(resource_settings, "overwrite_resources", None)))
+    found = sorted(set(re.findall(r"<[A-Za-z_]+>", text)))
+    if found:
+        raise ConfigError(f"the cluster profile still has placeholders {found}: edit them in "
+                          f"profiles/slurm/config.yaml (or your copy of it) before submitting")

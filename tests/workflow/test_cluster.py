@@ -41,7 +41,7 @@ def test_slurm_profile_requests_gpu_and_scales_memory():
     train = prof["set-resources"]["train_concerto"]
     assert "gres" not in train and "attempt" in train["mem_mb"]
     # the GPU request comes from the rule itself; the commented gres alternative turns it off
-    assert "gpu=1," in (REPO / "rules" / "concerto.smk").read_text()
+    assert "gpu=1," in (REPO / "rules" / "engine.smk").read_text()
     text = (SLURM / "config.yaml").read_text()
     assert '# gres: "gpu:1"' in text and "# gpu: 0" in text
     # every rule named in the profile exists (a typo would silently configure nothing)
@@ -50,25 +50,46 @@ def test_slurm_profile_requests_gpu_and_scales_memory():
         assert f"rule {rule}:" in rules, rule
 
 
-@pytest.mark.parametrize("how", [("--profile", str(SLURM)), ("--workflow-profile", str(SLURM))])
-def test_slurm_profile_dry_run_plans_default_workflow(tmp_path, how):
+def _filled_slurm_profile(tmp_path):
+    """A copy of the slurm profile with its placeholders filled in, as a user would."""
+    prof = tmp_path / "slurm"
+    prof.mkdir()
+    text = (SLURM / "config.yaml").read_text()
+    for placeholder, value in (("<your_account>", "lab"), ("<cpu_partition>", "cpu"), ("<gpu_partition>", "gpu")):
+        text = text.replace(placeholder, value)
+    (prof / "config.yaml").write_text(text)
+    return prof
+
+
+@pytest.mark.parametrize("flag", ["--profile", "--workflow-profile"])
+def test_slurm_profile_dry_run_plans_default_workflow(tmp_path, flag):
     # in an empty directory, so the full default DAG is planned whatever results/ holds
-    r = snakemake("-n", *how, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path))
+    work = tmp_path / "work"
+    work.mkdir()
+    r = snakemake("-n", flag, str(_filled_slurm_profile(tmp_path)), "-s", str(REPO / "Snakefile"),
+                  "--directory", str(work))
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
     assert "This was a dry-run" in log
-    for rule in ("train_concerto", "embed_concerto_mapping", "integrate_competitor", "all"):
+    for rule in ("make_split", "preprocess", "train_concerto", "run_method", "all"):
         assert rule in log, rule
     assert "Submitted" not in log  # planned, nothing submitted
+
+
+def test_slurm_profile_with_placeholders_is_refused_at_the_dry_run(tmp_path):
+    r = snakemake("-n", "--workflow-profile", str(SLURM), "-s", str(REPO / "Snakefile"), "--directory",
+                  str(tmp_path))
+    log = r.stdout + r.stderr
+    assert r.returncode != 0 and "<your_account>" in log and "profiles/slurm/config.yaml" in log
 
 
 # ---- local-cluster: real jobs through the cluster-generic executor ----
 
 @pytest.mark.slow
 def test_local_cluster_runs_tiny_mapping_jobs(tmp_path):
-    """prepare -> preprocess -> train Concerto + PCA -> embed, as five submitted jobs."""
-    targets = ["results/pancreas/mapping/hvg_150/embeddings/concerto.h5ad",
-               "results/pancreas/mapping/hvg_150/embeddings/pca.h5ad"]
+    """prepare -> split -> preprocess -> train Concerto -> run Concerto + PCA, as six submitted jobs."""
+    targets = ["results/tiny_mapping/holdout/hvg150/concerto/seed0.h5ad",
+               "results/tiny_mapping/holdout/hvg150/pca/seed0.h5ad"]
     r = snakemake(*targets, "--profile", str(LOCAL_CLUSTER), "--workflow-profile", "none",
                   "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                   "--configfile", str(TINY), timeout=300)
@@ -78,14 +99,14 @@ def test_local_cluster_runs_tiny_mapping_jobs(tmp_path):
         assert (tmp_path / t).stat().st_size > 1000, t
     assert "Submitted job" in log and "external jobid" in log
     jobs = job_records(tmp_path)
-    assert set(jobs) == {"prepare_dataset", "preprocess_mapping", "train_concerto",
-                         "embed_concerto_mapping", "map_competitor"}, jobs
+    assert set(jobs) == {"prepare_dataset", "make_split", "preprocess", "train_concerto", "run_method"}, jobs
+    assert len(jobs["run_method"]) == 2
     for rule, recs in jobs.items():
-        assert len(recs) == 1 and recs[0]["status"] == "success", (rule, recs)
-        assert int(recs[0]["mem"]) > 0 and recs[0]["runtime"], (rule, recs)
+        assert all(r["status"] == "success" for r in recs), (rule, recs)
+        assert all(int(r["mem"]) > 0 and r["runtime"] for r in recs), (rule, recs)
     # the rules' own resources reach the submit command: mem_mb and the training GPU
     assert jobs["train_concerto"][0]["mem"] == "8000" and jobs["train_concerto"][0]["gpus"] == "1"
-    assert jobs["embed_concerto_mapping"][0]["mem"] == "4000"
+    assert {r["mem"] for r in jobs["run_method"]} == {"6000"}
     assert jobs["prepare_dataset"][0]["gpus"] == "0"
     # each job's stdout/stderr went to its own log file
     for f in (tmp_path / ".snakemake" / "local-cluster").glob("*/resources"):
@@ -128,9 +149,12 @@ def test_local_cluster_retries_with_attempt_scaled_memory(tmp_path):
 # ---- scale benchmark: an opt-in target ----
 
 def _scale_config(tmp_path, **scale):
-    cfg = tmp_path / "scale.yaml"
-    cfg.write_text(yaml.safe_dump({"benchmarks": {"scale": scale}}))
-    return ("-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg))
+    """The default study with the scale benchmark switched on (a copy of config.yaml, as a user would)."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["benchmarks"]["scale"] = scale
+    path = tmp_path / "scale.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return ("-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(path))
 
 
 def test_scale_benchmark_is_opt_in(tmp_path):

@@ -1,70 +1,96 @@
+"""The config describes the study: schema defaults, registry-checked names, and impossible
+settings refused at the dry run with the offending key named."""
 import copy
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.utils import validate
 
-from concerto_workflow.workflow_config import ConfigError, check_config, plan
+from concerto_workflow.workflow_config import ConfigError, check_config, static_folds
 
 REPO = Path(__file__).resolve().parents[2]
+SCHEMA = str(REPO / "rules" / "config.schema.yaml")
 
 
 @pytest.fixture
 def cfg():
     c = yaml.safe_load(open(REPO / "config.yaml"))
-    validate(c, str(REPO / "rules" / "config.schema.yaml"))
+    validate(c, SCHEMA)
     return c
 
 
-def test_default_config_valid_and_planned(cfg):
+def test_default_config_valid(cfg):
     check_config(cfg)
-    assert {p["hvg"] for p in plan(cfg, "integration")} == {"2000", "all"}
-    cfg["experiments"]["mapping"]["enabled"] = False
-    assert plan(cfg, "mapping") == []
+    assert static_folds(cfg, "pancreas_integration") == ["all"]
+    assert static_folds(cfg, "pancreas_mapping") == ["holdout"]
 
 
 def test_schema_fills_defaults():
-    c = {"datasets": {"pancreas": {"source": "standin"}}, "experiments": {}}
-    validate(c, str(REPO / "rules" / "config.schema.yaml"))
-    assert c["metrics"]["kbet_k"] == 15 and c["concerto"]["epochs"] == 5 and c["concerto"]["batch_size"] == 64
-    assert c["experiments"]["integration"]["methods"] == ["concerto", "pca"]
+    c = {"datasets": {"p": {"source": "standin"}}, "splits": {"s": {"kind": "kfold"}},
+         "preprocessing": {"x": {}},
+         "experiments": {"e": {"task": "annotate", "dataset": "p", "split": "s", "methods": ["pca"]}}}
+    validate(c, SCHEMA)
+    assert c["splits"]["s"]["k"] == 5 and c["preprocessing"]["x"]["n_top_genes"] == 2000
+    e = c["experiments"]["e"]
+    assert e["seeds"] == [0] and e["knn_k"] == 5 and e["preprocessing"] == ["hvg2000"]
+    assert c["metric_params"]["kbet_k"] == 15
+
+
+def _exp(c):
+    return c["experiments"]["pancreas_mapping"]
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda c: c["experiments"]["mapping"].update(methods=["concerto", "harmony"]),
-     "experiments.mapping.methods"),
-    (lambda c: c["experiments"]["integration"].update(datasets=["nope"]),
-     "experiments.integration.datasets"),
-    (lambda c: c["datasets"]["pancreas"].pop("mapping_query"), "datasets.pancreas.mapping_query"),
+    (lambda c: _exp(c).update(methods=["concerto", "harmony"]), "'harmony' cannot run task 'map'"),
+    (lambda c: _exp(c).update(methods=["concerto", "scvi"]), "unknown method 'scvi'"),
+    (lambda c: _exp(c).update(metrics=["kbet_accept_rate", "ari"]), "'ari' is not a metric of task 'map'"),
+    (lambda c: _exp(c).update(dataset="nope"), "experiments.pancreas_mapping.dataset"),
+    (lambda c: _exp(c).update(preprocessing=["hvg5000"]), "unknown id 'hvg5000'"),
+    (lambda c: c["preprocessing"]["hvg2000"].update(n_top_genes=4000), "exceeds the 3000 genes"),
+    (lambda c: c["datasets"]["pancreas"]["standin"].update(n_celss=10), "does not take \\['n_celss'\\]"),
+    (lambda c: c["method_params"]["harmony"].update(max_iter=3), "harmony does not accept \\['max_iter'\\]"),
+    (lambda c: _exp(c).update(params={"pca": {"n_components": 3}}), "pca does not accept"),
+    (lambda c: c["splits"]["indrop_query"].pop("values"), "splits.indrop_query.values"),
     (lambda c: c["datasets"]["pancreas"].update(source="real", real={}), "datasets.pancreas.real.url"),
+    (lambda c: c["datasets"]["pancreas"].update(source="local", local={"path": "/no/such.h5ad"}),
+     "does not exist"),
+    (lambda c: c["figures"]["fig4b_confusion_concerto"].update(method="harmony"), "not run by experiment"),
+    (lambda c: c["figures"]["fig3g_batch_metrics"].update(experiments=["nope"]), "unknown experiment 'nope'"),
+    (lambda c: c["figures"]["fig3e_umap_hvg2000"].update(preprocessing="hvg5000"), "not among"),
+    (lambda c: _exp(c).update(split="all_cells"), "needs test cells"),
 ])
-def test_cross_field_errors_name_the_key(cfg, mutate, message):
+def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)
     mutate(c)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    validate(c, SCHEMA)
+    with pytest.raises(ConfigError, match=message):
         check_config(c)
 
 
-def _dry_run(tmp_path, cfg):
+def _dry_run(tmp_path, cfg, *extra):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path),
-                           "--directory", str(tmp_path), "-s", str(REPO / "Snakefile")],
+                           "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"), *extra],
                           capture_output=True, text=True, cwd=REPO)
 
 
-def test_wrong_key_fails_with_its_name(tmp_path, cfg):
+def test_wrong_key_fails_the_dry_run_with_its_name(tmp_path, cfg):
     cfg["preprocesing"] = {"min_genes": 1}  # typo
     r = _dry_run(tmp_path, cfg)
-    assert r.returncode != 0
-    assert "preprocesing" in r.stdout + r.stderr
+    assert r.returncode != 0 and "preprocesing" in r.stdout + r.stderr
 
 
-def test_wrong_value_fails_with_its_name(tmp_path, cfg):
-    cfg["experiments"]["integration"]["methods"] = ["concerto", "scvi"]
+def test_impossible_hvg_level_fails_the_dry_run(tmp_path, cfg):
+    cfg["preprocessing"]["hvg2000"]["n_top_genes"] = 4000
     r = _dry_run(tmp_path, cfg)
+    assert r.returncode != 0 and "exceeds the 3000 genes" in r.stdout + r.stderr
+
+
+def test_unreplaced_slurm_placeholders_fail_the_dry_run(tmp_path, cfg):
+    r = _dry_run(tmp_path, cfg, "--workflow-profile", str(REPO / "profiles" / "slurm"))
     assert r.returncode != 0
-    assert "scvi" in r.stdout + r.stderr
+    assert "<your_account>" in r.stdout + r.stderr and "profiles/slurm" in r.stdout + r.stderr

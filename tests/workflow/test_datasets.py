@@ -16,8 +16,9 @@ def test_convert_real_scib_like(tmp_path):
                    var=pd.DataFrame(index=["G1", "G2", "G3"]))
     a.layers["counts"] = sp.csr_matrix(np.arange(n * 3, dtype=np.float32).reshape(n, 3))
     a.write_h5ad(tmp_path / "scib.h5ad")
-    out = datasets.convert_real(str(tmp_path / "scib.h5ad"), "tech", "celltype", "counts",
-                                "^(inDrop|celseq2|celseq|fluidigmc1|smarter|smartseq2)")
+    out = datasets.convert_real(str(tmp_path / "scib.h5ad"), batch_col="tech", label_col="celltype",
+                                counts_layer="counts",
+                                tech_pattern="^(inDrop|celseq2|celseq|fluidigmc1|smarter|smartseq2)")
     assert list(out.obs["tech"]) == ["inDrop", "inDrop", "celseq2", "celseq", "smartseq2", "fluidigmc1"]
     assert list(out.obs["batch"])[:2] == ["inDrop1", "inDrop3"]
     assert out.X.format == "csr" and out.X[1, 0] == 3
@@ -27,7 +28,7 @@ def test_convert_real_names_missing_column(tmp_path):
     a = ad.AnnData(np.ones((2, 2), dtype=np.float32), obs=pd.DataFrame({"x": [1, 2]}, index=["a", "b"]))
     a.write_h5ad(tmp_path / "x.h5ad")
     with pytest.raises(KeyError, match="batch_col"):
-        datasets.convert_real(str(tmp_path / "x.h5ad"), "tech", "celltype", "", "(.*)")
+        datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="tech", label_col="celltype")
 
 
 def test_standin_in_common_schema():
@@ -35,3 +36,16 @@ def test_standin_in_common_schema():
     assert {"cell_type", "batch", "tech"} <= set(a.obs.columns)
     assert a.obs["batch"].nunique() == 8 and "inDrop" in set(a.obs["tech"])
     assert a.X.format == "csr"
+
+
+def test_convert_real_keeps_columns_and_protein(tmp_path):
+    a = ad.AnnData(np.ones((3, 2), dtype=np.float32),
+                   obs=pd.DataFrame({"b": ["x", "x", "y"], "l": list("abc"), "t": ["10x"] * 3, "donor": list("ppq")},
+                                    index=["c1", "c2", "c3"]), var=pd.DataFrame(index=["G1", "G2"]))
+    a.obsm["protein"] = np.arange(6, dtype=np.float32).reshape(3, 2)
+    a.uns["protein_names"] = ["CD3", "CD4"]
+    a.write_h5ad(tmp_path / "x.h5ad")
+    out = datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="b", label_col="l", tech_col="t",
+                                keep_obs=["donor"])
+    assert list(out.obs["tech"]) == ["10x"] * 3 and list(out.obs["donor"]) == list("ppq")
+    assert out.obsm["protein"].shape == (3, 2) and list(out.uns["protein_names"]) == ["CD3", "CD4"]

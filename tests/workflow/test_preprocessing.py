@@ -1,7 +1,19 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from concerto_workflow import preprocessing as pp
+from concerto_workflow.columns import ROLE, TEST, TRAIN
+
+
+def _fold(a, test_mask):
+    roles = pd.Series(np.where(test_mask, TEST, TRAIN), index=a.obs_names)
+    return [("d", a, roles)]
+
+
+def _prep(parts, n_top_genes=None, **kw):
+    return pp.preprocess_fold(parts, min_genes=1, min_cells=3, target_sum=1e4, n_top_genes=n_top_genes,
+                              flavor="seurat", **kw)
 
 
 def test_parse_hvg():
@@ -11,48 +23,62 @@ def test_parse_hvg():
         pp.parse_hvg("0")
 
 
-def test_integration_normalised_and_hvg(raw_adata):
-    out = pp.preprocess_integration(raw_adata, min_genes=5, min_cells=3, target_sum=1e4,
-                                    n_top_genes=50, flavor="seurat")
-    assert out.n_vars == 50
-    assert out.X.format == "csr" and out.X.dtype == np.float32
-    # log1p of counts normalised to 1e4 over each cell's full profile: rows sum to < log1p(1e4)*genes
+def test_normalised_csr_with_roles(raw_adata):
+    out = _prep(_fold(raw_adata, np.zeros(raw_adata.n_obs, bool)), n_top_genes=50)
+    assert out.n_vars == 50 and out.X.format == "csr" and out.X.dtype == np.float32
+    # log1p of counts normalised to 1e4 over each cell's full profile
     assert np.expm1(out.X.toarray()).sum(axis=1).max() <= 1e4 + 1
-    assert out.uns["preprocessing"]["fitted_on"] == "all cells"
+    assert set(out.obs[ROLE]) == {TRAIN}
 
 
 def test_min_genes_filters_cells(raw_adata):
-    out = pp.filter_cells(raw_adata, min_genes=10_000)
-    assert out.n_obs == 0
+    assert pp.filter_cells(raw_adata, min_genes=10_000).n_obs == 0
 
 
-def test_mapping_genes_fitted_on_reference_only(raw_adata):
+def test_genes_fitted_on_training_cells_only(raw_adata):
     a = raw_adata.copy()
-    # make G0 extremely variable but only in query cells: it must not drive the HVG choice
+    # G0 extremely variable, but only in test cells: it must not drive the HVG choice
     q = (a.obs["tech"] == "inD").to_numpy()
     X = a.X.tolil()
     X[np.flatnonzero(q)[::2], 0] = 500
     X[:, 0] = X[:, 0].multiply(q[:, None])
     a.X = X.tocsr()
-    ref, query = pp.preprocess_mapping(a, query_key="tech", query_value="inD", min_genes=1,
-                                       min_cells=3, target_sum=1e4, n_top_genes=40, flavor="seurat")
-    assert "G0" not in ref.var_names
-    assert list(query.var_names) == list(ref.var_names)
-    assert set(query.obs["tech"]) == {"inD"} and "inD" not in set(ref.obs["tech"])
+    out = _prep(_fold(a, q), n_top_genes=40)
+    assert "G0" not in out.var_names and out.n_vars == 40
+    assert set(out.obs.loc[out.obs[ROLE] == TEST, "tech"]) == {"inD"}
 
 
-def test_mapping_unknown_query_names_allowed_values(raw_adata):
-    with pytest.raises(ValueError, match="allowed values"):
-        pp.preprocess_mapping(raw_adata, query_key="tech", query_value="nope", min_genes=1,
-                              min_cells=3, target_sum=1e4, n_top_genes=None, flavor="seurat")
+def test_hvg_above_gene_count_is_refused(raw_adata):
+    with pytest.raises(ValueError, match="n_top_genes=5000"):
+        _prep(_fold(raw_adata, np.zeros(raw_adata.n_obs, bool)), n_top_genes=5000)
 
 
 def test_align_genes_fills_missing_with_zero(raw_adata):
-    import pandas as pd
-
     genes = pd.Index(["G3", "NEW", "G1"])
     out = pp.align_genes(raw_adata, genes)
     assert list(out.var_names) == ["G3", "NEW", "G1"]
     dense = out.X.toarray()
     assert (dense[:, 1] == 0).all()
     np.testing.assert_array_equal(dense[:, 0], raw_adata[:, "G3"].X.toarray().ravel())
+
+
+def test_cross_dataset_gene_map_one_to_one_and_unmatched_reported(raw_adata):
+    ref = raw_adata[raw_adata.obs["tech"] != "inD"].copy()
+    query = raw_adata[raw_adata.obs["tech"] == "inD"].copy()
+    query.var_names = [g.lower() for g in query.var_names]          # "mouse" symbols
+    table = pd.DataFrame({"human": [f"G{i}" for i in range(150)] + ["G1"],
+                          "mouse": [f"g{i}" for i in range(150)] + ["g999"]})
+    table = table[table["human"] != "G7"]                            # g7: no partner
+    pairs = pp.one_to_one(table, "human", "mouse")
+    assert "G1" not in set(pairs["reference"])                       # G1 is ambiguous: dropped
+    parts = [("human", ref, pd.Series(TRAIN, index=ref.obs_names)),
+             ("mouse", query, pd.Series(TEST, index=query.obs_names))]
+    out = _prep(parts, gene_maps={"mouse": pairs})
+    assert out.uns["gene_map"]["mouse"]["unmatched"] == 2           # g1 (ambiguous) and g7
+    te = out[out.obs[ROLE] == TEST]
+    assert te.n_obs == query.n_obs and list(te.var_names) == list(out.var_names)
+    # a mapped gene carries the query's values under the reference name
+    g = "G3"
+    np.testing.assert_allclose(np.expm1(te[:, g].X.toarray()).ravel() > 0,
+                               query[:, "g3"].X.toarray().ravel() > 0)
+    assert (te[:, "G7"].X.toarray() == 0).all() if "G7" in te.var_names else True

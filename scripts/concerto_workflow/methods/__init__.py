@@ -1,70 +1,90 @@
-"""Registry of competitor methods.
+"""The one method registry: every method and control, the tasks it runs and what it needs.
 
-A method is one function:
-  integration: ``fn(adata, batch_key, n_comps, seed, **params) -> (n_cells, d) array``
-  mapping:     ``fn(ref, query, batch_key, n_comps, seed, **params) -> (ref (n_ref, d), query (n_q, d))``
-``adata``/``ref``/``query`` hold log-normalised values on the selected genes (CSR ``X``),
-with ``obs['batch']``, ``obs['cell_type']``, ``obs['tech']``.
-
-To add a competitor: write the function (here or in a new module of this package),
-add a ``Method`` entry to ``REGISTRY`` naming the Python modules / R packages it needs,
-and list its name under ``methods`` in ``config.yaml`` (the schema's enum too).
-Competitors run in a child process (``run_isolated``), so a crash, an OOM kill or a
-missing dependency becomes a ``failed``/``not_installed`` row instead of aborting the run.
-Concerto itself is not in this registry: it has its own train/embed rules and its
-failures fail the run.
+To add a competitor: write its task function(s) (signatures in :mod:`.api`) in a module of
+this package, add one :class:`~.api.Method` entry below naming its Python modules / R
+packages, and one line to ``envs/competitors.yaml``. Config names are validated against this
+registry (no lists elsewhere). Methods run in a child process (:mod:`.runner`): a missing
+dependency, a crash or an out-of-memory kill becomes a ``not_installed`` / ``failed`` row.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass, field
-from typing import Callable
 
-from . import baselines, seurat
+from . import baselines, concerto, seurat
+from .api import Method, RunContext  # noqa: F401  (re-exported)
 
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    description: str
-    integrate: Callable | None = None
-    map: Callable | None = None
-    python_modules: tuple[str, ...] = ()
-    r_packages: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "tasks", tuple(t for t, f in (("integration", self.integrate),
-                                                                ("mapping", self.map)) if f))
-
+CONCERTO = "concerto"
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
-    Method("pca", "uncorrected baseline: PCA of the log-normalised genes (mapping: PCA fitted "
-           "on the reference, query projected)", integrate=baselines.pca_integrate,
-           map=baselines.pca_map, python_modules=("sklearn",)),
-    Method("harmony", "Harmony (harmonypy) on the PCA embedding", integrate=baselines.harmony_integrate,
+    Method(CONCERTO, "Concerto (concerto_core): teacher embedding after contrastive pretraining on "
+           "the training cells; annotate = supervised fine-tuning with a softmax head",
+           {"embed": concerto.embed, "map": concerto.map_query, "annotate": concerto.annotate},
+           python_modules=("tensorflow",), needs_model=True, required=True,
+           train_params=concerto.TRAIN_PARAMS),
+    Method("pca", "uncorrected baseline: PCA of the log-normalised genes (fitted on the training "
+           "cells, others projected)", {"embed": baselines.pca_embed, "map": baselines.pca_map},
+           python_modules=("sklearn",)),
+    Method("harmony", "Harmony (harmonypy) on the PCA embedding", {"embed": baselines.harmony_embed},
            python_modules=("harmonypy",)),
-    Method("random", "control: random Gaussian embedding (lower bound of biology metrics)",
-           integrate=baselines.random_integrate, map=baselines.random_map),
-    Method("seurat", "Seurat v3 CCA anchors integration (R, through rpy2)",
-           integrate=seurat.seurat_integrate, python_modules=("rpy2",), r_packages=("Seurat",)),
+    Method("seurat", "Seurat v3 CCA anchor integration (R, through rpy2)", {"embed": seurat.seurat_embed},
+           python_modules=("rpy2",), r_packages=("Seurat",)),
+    Method("logreg", "logistic regression on PCA of the training cells", {"annotate": baselines.logreg_annotate},
+           python_modules=("sklearn",)),
+    Method("random", "negative control: random embedding / labels / clusters",
+           {"embed": baselines.random_embed, "map": baselines.random_map,
+            "annotate": baselines.random_annotate, "cluster": baselines.random_cluster},
+           kind="negative_control"),
+    Method("majority", "negative control: the most frequent training label for every cell",
+           {"annotate": baselines.majority_annotate}, kind="negative_control"),
+    Method("mean", "negative control: the training mean of every feature", {"impute": baselines.mean_impute},
+           kind="negative_control"),
+    Method("true_labels", "positive control: the cells' own labels (uniform for unseen labels)",
+           {"annotate": baselines.true_labels_annotate, "cluster": baselines.true_labels_cluster},
+           kind="positive_control"),
+    Method("true_embedding", "positive control: one-hot cell-type labels + noise as the embedding",
+           {"embed": baselines.true_embedding_embed, "map": baselines.true_embedding_map},
+           kind="positive_control"),
+    Method("true_values", "positive control: the measured values", {"impute": baselines.true_values_impute},
+           kind="positive_control"),
 )}
 
-#: the name Concerto's rules use in tables; not a registry entry (see module docstring)
-CONCERTO = "concerto"
+#: a task a method lacks, and the task it is derived from by the engine's shared operation
+DERIVED = {"annotate": "map", "impute": "map", "cluster": "embed"}
+
+
+def capability(method: str, task: str) -> tuple[str, object] | None:
+    """How ``method`` runs ``task``: ('own', fn), ('via_map', fn) / ('via_embed', fn), or None."""
+    spec = REGISTRY[method]
+    if task in spec.functions:
+        return "own", spec.functions[task]
+    base = DERIVED.get(task)
+    if base and base in spec.functions:
+        return f"via_{base}", spec.functions[base]
+    return None
+
+
+def methods_for(task: str) -> list[str]:
+    return [m for m in REGISTRY if capability(m, task)]
+
+
+def accepted_params(method: str, task: str) -> set[str]:
+    cap = capability(method, task)
+    return REGISTRY[method].accepted_params(cap[1]) if cap else set()
 
 
 @functools.lru_cache(maxsize=None)
-def missing_dependencies(method: Method) -> list[str]:
-    """Python modules / R packages of ``method`` that are not installed (empty = runnable)."""
-    missing = [m for m in method.python_modules if importlib.util.find_spec(m) is None]
-    if method.r_packages and not missing:
-        missing += seurat.missing_r_packages(method.r_packages)
+def missing_dependencies(method: str) -> tuple[str, ...]:
+    """Python modules / R packages of ``method`` that are not installed (empty = runnable).
+    R packages are looked up in a child R process, so the workflow never loads R itself."""
+    spec = REGISTRY[method]
+    missing = [m for m in spec.python_modules if importlib.util.find_spec(m) is None]
+    if spec.r_packages and not missing:
+        missing += seurat.missing_r_packages(spec.r_packages)
     return tuple(missing)
 
 
-def installed(name: str) -> bool:
-    """Whether competitor ``name`` can run here. Rule params use it, so installing a
-    competitor later makes Snakemake rerun its ``not_installed`` jobs."""
-    return not missing_dependencies(REGISTRY[name])
+def installed(method: str) -> bool:
+    """Whether ``method`` can run here. Rule params use it, so installing a competitor later
+    makes Snakemake rerun its ``not_installed`` jobs."""
+    return not missing_dependencies(method)

@@ -1,17 +1,24 @@
-"""Run one competitor in a child process and always leave an embedding file behind.
+"""Run one method on one fold in a child process and always leave a contract-conforming file.
 
-The child (``python -m concerto_workflow.methods.runner``) only computes arrays; the
-parent checks dependencies first, then turns the child's outcome into the embedding
-contract of :mod:`concerto_workflow.embedding_io`:
+The parent (``run_method``, called by the rule of the same name) checks the method's
+dependencies, starts ``python -m concerto_workflow.methods.runner <spec.json>``, and turns the
+child's outcome into the task's output file (:mod:`concerto_workflow.outputs`):
+
   dependency missing       -> status 'not_installed'
   exception / exit != 0    -> status 'failed', reason = last lines of the child's output
   killed by a signal       -> status 'failed', reason names the signal (SIGKILL: likely OOM)
+
+A ``required`` method (Concerto) raises instead, so the run stops with its log. The child
+computes arrays only, including the engine's shared operations for derived tasks (k-NN vote
+for ``map`` / ``annotate``, k-NN smoothing for ``impute``, Leiden for ``cluster``).
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -21,98 +28,181 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..embedding_io import OBS_COLUMNS, write_embedding
+from ..columns import (CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, FAILED, FEATURES,
+                       IMPUTED, MEASURED, NOT_INSTALLED, OK, PREDICTED, PROBABILITIES, ROLE, TRAIN)
+from ..outputs import check_output
+from .api import RunContext
+
+log = logging.getLogger(__name__)
 
 
-def _obs(a: ad.AnnData, role: str | None = None) -> pd.DataFrame:
-    obs = a.obs[list(OBS_COLUMNS)].copy()
-    if role is not None:
-        obs["role"] = role
-    return obs
+class MethodFailed(RuntimeError):
+    """A required method (Concerto) failed: the workflow must stop."""
 
 
-def mapping_obs(ref: ad.AnnData, query: ad.AnnData) -> pd.DataFrame:
-    obs = pd.concat([_obs(ref, "reference"), _obs(query, "query")])
-    for c in obs.columns:
-        obs[c] = pd.Categorical(obs[c].astype(str))
-    return obs
+# ------------------------------------------------------------------------------------ child
+def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: dict,
+            knn_k: int = 5) -> dict[str, np.ndarray]:
+    """The arrays of ``task``'s output for ``cells`` (obs order), in this process."""
+    from . import capability
+    from .shared import leiden, smooth, vote
+
+    cap = capability(method, task)
+    if cap is None:
+        raise ValueError(f"method {method!r} cannot run task {task!r}")
+    how, fn = cap
+    train_mask = (cells.obs[ROLE].astype(str) == TRAIN).to_numpy()
+    train, held = cells[train_mask].copy(), cells[~train_mask].copy()
+    out: dict[str, np.ndarray] = {}
+    if task == "embed":
+        out["emb"] = fn(cells, ctx, **params)
+    elif task == "cluster":
+        out["clusters"] = (fn(cells, ctx, **params) if how == "own"
+                           else leiden(fn(cells, ctx, **params), ctx.settings, seed=ctx.seed))
+    elif task == "annotate" and how == "own":
+        out["probs"], classes = fn(train, held, ctx, **params)
+        out["classes"] = np.asarray(classes, dtype=str)
+    elif task == "impute" and how == "own":
+        out["imputed"] = fn(train, held, ctx, **params)
+    else:  # map, or annotate / impute through the method's map embedding
+        ref_emb, query_emb = fn(train, held, ctx, **params)
+        ref_emb, query_emb = np.asarray(ref_emb), np.asarray(query_emb)
+        if task in ("map", "annotate"):
+            out["probs"], classes = vote(ref_emb, train.obs[ctx.label_key], query_emb, k=knn_k)
+            out["classes"] = np.asarray(classes, dtype=str)
+        else:
+            out["imputed"] = smooth(ref_emb, train.obsm[ctx.feature_key], query_emb, k=knn_k)
+        if task == "map":
+            emb = np.empty((cells.n_obs, ref_emb.shape[1]), dtype=np.float32)
+            emb[train_mask], emb[~train_mask] = ref_emb, query_emb
+            out["emb"] = emb
+    return out
 
 
-def run_isolated(method: str, task: str, inputs: list[str], output: str, *, params: dict,
-                 batch_key: str, n_comps: int, seed: int, threads: int, log: str) -> str:
-    """Run ``method`` for ``task`` on ``inputs`` ([h5ad] or [ref, query]); write ``output``.
-    Returns the status. Never raises for problems of the method itself."""
-    from . import REGISTRY, missing_dependencies
+def _child(spec_path: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = json.loads(open(spec_path).read())
+    ctx = RunContext(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["ctx"].items()})
+    cells = ad.read_h5ad(spec["cells"])
+    t0 = time.perf_counter()
+    arrays = compute(spec["method"], spec["task"], cells, ctx, spec["params"], spec["knn_k"])
+    arrays["seconds"] = np.asarray(time.perf_counter() - t0)
+    np.savez(spec["out"], **arrays)
 
-    if task == "integration":
-        a = ad.read_h5ad(inputs[0], backed="r")
-        obs = _obs(a)
-    else:
-        obs = mapping_obs(ad.read_h5ad(inputs[0], backed="r"), ad.read_h5ad(inputs[1], backed="r"))
-    spec = REGISTRY[method]
-    if task not in spec.tasks:
-        raise ValueError(f"method {method!r} has no {task} mode; it supports {spec.tasks}")
-    missing = missing_dependencies(spec)
-    if missing:
-        reason = f"not installed: {', '.join(missing)}"
-        print(f"[{method}] {reason}", flush=True)
-        write_embedding(output, obs, None, method=method, status="not_installed", reason=reason, log=log)
-        return "not_installed"
 
-    tmp = output + ".arrays.npz"
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    # the child imports this package from wherever the parent found it
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "concerto_workflow.methods.runner", "--method", method,
-           "--task", task, "--out", tmp, "--params", json.dumps(params, sort_keys=True),
-           "--batch-key", batch_key, "--n-comps", str(n_comps), "--seed", str(seed), *inputs]
-    print("[runner] " + " ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(proc.stdout, flush=True)
-    print(f"[runner] {method} exited with {proc.returncode} after {time.time() - t0:.1f}s", flush=True)
-    if proc.returncode == 0 and os.path.exists(tmp):
-        arrays = np.load(tmp)
-        emb = arrays["emb"] if task == "integration" else np.vstack([arrays["ref"], arrays["query"]])
-        os.remove(tmp)
-        write_embedding(output, obs, emb, method=method, status="ok", log=log)
-        return "ok"
+# ----------------------------------------------------------------------------------- parent
+def build_output(task: str, obs: pd.DataFrame, arrays: dict | None, provenance: dict,
+                 feature_names=(), settings=()) -> ad.AnnData:
+    """The task's output AnnData (contract of :mod:`concerto_workflow.outputs`)."""
+    a = ad.AnnData(obs=obs.copy())
+    a.uns.update({k: v for k, v in provenance.items()})
+    if arrays is None:
+        return a
+    n = a.n_obs
+    held = (a.obs[ROLE].astype(str) != TRAIN).to_numpy()
+    if "emb" in arrays:
+        emb = np.asarray(arrays["emb"], dtype=np.float32)
+        if emb.shape[0] != n:
+            raise ValueError(f"embedding has {emb.shape[0]} rows for {n} cells")
+        a.obsm[EMBEDDING] = emb
+    if "probs" in arrays:
+        probs, classes = np.asarray(arrays["probs"], dtype=np.float64), [str(c) for c in arrays["classes"]]
+        if probs.shape != (int(held.sum()), len(classes)):
+            raise ValueError(f"probabilities have shape {probs.shape}, expected "
+                             f"({int(held.sum())}, {len(classes)})")
+        full = np.full((n, len(classes)), np.nan)
+        full[held] = probs
+        a.obsm[PROBABILITIES] = full
+        a.uns[CLASSES] = classes
+        best = probs.argmax(axis=1) if len(classes) else np.zeros(len(probs), int)
+        pred = pd.Series(pd.NA, index=a.obs_names, dtype=object)
+        pred[held] = np.asarray(classes, dtype=object)[best]
+        a.obs[PREDICTED] = pred.astype("category")
+        conf = np.full(n, np.nan)
+        conf[held] = probs[np.arange(len(probs)), best]
+        a.obs[CONFIDENCE] = conf
+    if "clusters" in arrays:
+        cl = np.asarray(arrays["clusters"], dtype=np.int64).reshape(n, -1)
+        a.obsm[CLUSTERS] = cl
+        a.uns[CLUSTER_SETTINGS] = [str(s) for s in settings]
+    if "imputed" in arrays:
+        imp = np.asarray(arrays["imputed"], dtype=np.float32)
+        full = np.full((n, imp.shape[1]), np.nan, dtype=np.float32)
+        full[held] = imp
+        a.obsm[IMPUTED] = full
+        a.uns[FEATURES] = [str(f) for f in feature_names]
+    return a
+
+
+def _reason_from(proc: subprocess.CompletedProcess) -> str:
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
-        reason = f"killed by {sig}" + (" (likely out of memory)" if sig == "SIGKILL" else "")
+        return f"killed by {sig}" + (" (likely out of memory)" if sig == "SIGKILL" else "")
+    tail = [line for line in proc.stdout.strip().splitlines() if line.strip()][-3:]
+    return f"exit code {proc.returncode}: " + " | ".join(tail)
+
+
+def run_method(*, method: str, task: str, cells_path: str, output: str, provenance: dict,
+               params: dict, ctx: RunContext, knn_k: int = 5) -> str:
+    """Run ``method`` for ``task`` on the fold in ``cells_path``; write ``output``; return the status."""
+    from . import REGISTRY, capability, missing_dependencies
+
+    spec = REGISTRY[method]
+    if capability(method, task) is None:
+        raise ValueError(f"method {method!r} cannot run task {task!r}")
+    cells = ad.read_h5ad(cells_path, backed="r")
+    obs = cells.obs.copy()
+    measured = None
+    if task == "impute":
+        measured = np.asarray(cells.obsm[ctx.feature_key], dtype=np.float32)
+    cells.file.close()
+    prov = dict(provenance, method=method, task=task, seed=ctx.seed, status=OK, reason="", seconds=0.0,
+                peak_memory_mb=0.0)
+    missing = missing_dependencies(method)
+    arrays = None
+    if missing:
+        prov.update(status=NOT_INSTALLED, reason=f"not installed: {', '.join(missing)}")
     else:
-        tail = [l for l in proc.stdout.strip().splitlines() if l.strip()][-3:]
-        reason = f"exit code {proc.returncode}: " + " | ".join(tail)
-    if os.path.exists(tmp):
-        os.remove(tmp)
-    write_embedding(output, obs, None, method=method, status="failed", reason=reason, log=log)
-    return "failed"
-
-
-def _child(argv=None) -> None:
-    from . import REGISTRY
-
-    p = argparse.ArgumentParser(description="compute one competitor's embedding (child process)")
-    p.add_argument("--method", required=True)
-    p.add_argument("--task", choices=["integration", "mapping"], required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--params", default="{}")
-    p.add_argument("--batch-key", default="batch")
-    p.add_argument("--n-comps", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("inputs", nargs="+")
-    a = p.parse_args(argv)
-    spec, params = REGISTRY[a.method], json.loads(a.params)
-    common = dict(batch_key=a.batch_key, n_comps=a.n_comps, seed=a.seed, **params)
-    if a.task == "integration":
-        emb = spec.integrate(ad.read_h5ad(a.inputs[0]), **common)
-        np.savez(a.out, emb=np.asarray(emb, dtype=np.float32))
-    else:
-        ref, query = spec.map(ad.read_h5ad(a.inputs[0]), ad.read_h5ad(a.inputs[1]), **common)
-        np.savez(a.out, ref=np.asarray(ref, dtype=np.float32), query=np.asarray(query, dtype=np.float32))
+        tmp = output + ".arrays.npz"
+        spec_path = output + ".spec.json"
+        with open(spec_path, "w") as fh:
+            json.dump({"method": method, "task": task, "cells": cells_path, "out": tmp, "params": params,
+                       "knn_k": knn_k, "ctx": dataclasses.asdict(ctx)}, fh)
+        env = dict(os.environ, OMP_NUM_THREADS=str(ctx.threads), OPENBLAS_NUM_THREADS=str(ctx.threads),
+                   MKL_NUM_THREADS=str(ctx.threads))
+        # the child imports this package from wherever the parent found it
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+        cmd = [sys.executable, "-m", "concerto_workflow.methods.runner", spec_path]
+        print(f"[runner] {method} / {task}: " + " ".join(cmd), flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print(proc.stdout, flush=True)
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(f"[runner] {method} exited with {proc.returncode} after {time.time() - t0:.1f}s", flush=True)
+        os.remove(spec_path)
+        prov["peak_memory_mb"] = round(peak_kb / 1024, 1)
+        if proc.returncode == 0 and os.path.exists(tmp):
+            with np.load(tmp) as z:
+                arrays = {k: z[k] for k in z.files}
+            prov["seconds"] = round(float(arrays.pop("seconds")), 3)
+        else:
+            prov.update(status=FAILED, reason=_reason_from(proc))
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if prov["status"] != OK and spec.required and prov["status"] == FAILED:
+        raise MethodFailed(f"{method} ({task}) failed: {prov['reason']} -- see the log above")
+    if measured is not None and arrays is not None:
+        held = (obs[ROLE].astype(str) != TRAIN).to_numpy()
+        full = np.full(measured.shape, np.nan, dtype=np.float32)
+        full[held] = measured[held]
+    a = build_output(task, obs, arrays, prov, feature_names=ctx.feature_names, settings=ctx.settings)
+    if measured is not None and arrays is not None:
+        a.obsm[MEASURED] = full
+    check_output(a, task)
+    a.write_h5ad(output)
+    return prov["status"]
 
 
 if __name__ == "__main__":
-    _child()
+    _child(sys.argv[1])

@@ -9,19 +9,52 @@ import numpy as np
 
 
 def missing_r_packages(packages) -> list[str]:
+    """R packages not installed, asked of a separate ``Rscript`` so that the calling process
+    (Snakemake building its DAG) never loads R and its start-up warnings."""
+    import shutil
+    import subprocess
+
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return ["R (Rscript not on PATH)"]
+    code = ("for (p in commandArgs(TRUE)) if (!requireNamespace(p, quietly = TRUE)) cat(p, '\\n')")
     try:
-        from rpy2.robjects.packages import isinstalled
-    except Exception as e:  # rpy2 present but R missing/broken
+        r = subprocess.run([rscript, "--vanilla", "-e", code, *packages], capture_output=True, text=True,
+                           timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
         return [f"R ({type(e).__name__}: {e})"]
-    return [p for p in packages if not isinstalled(p)]
+    if r.returncode != 0:
+        return [f"R (Rscript exit {r.returncode}: {r.stderr.strip()[-200:]})"]
+    return r.stdout.split()
 
 
-def seurat_integrate(adata, batch_key, n_comps, seed, n_features=2000, **_):
+#: Seurat's anchor search needs a few cells per batch beyond the CCA dimensions
+MIN_CELLS_PER_BATCH = 10
+
+
+def seurat_dims(batch_sizes, n_comps: int, n_genes: int) -> int:
+    """CCA dimensions that fit the data: at most 50, the PCA size, the gene count and the
+    smallest batch minus one (Seurat crashes deep inside otherwise). Refuses data whose
+    smallest batch is too small for any anchors."""
+    smallest = int(min(batch_sizes))
+    if smallest < MIN_CELLS_PER_BATCH:
+        raise ValueError(f"Seurat integration needs >= {MIN_CELLS_PER_BATCH} cells per batch; the "
+                         f"smallest batch has {smallest}")
+    dims = int(min(n_comps, 50, n_genes - 1, smallest - 1))
+    if dims < min(n_comps, 50):
+        print(f"[seurat] using {dims} CCA dimensions (smallest batch: {smallest} cells, "
+              f"{n_genes} genes)", flush=True)
+    return dims
+
+
+def seurat_embed(adata, ctx, *, n_features: int = 2000):
+    """Seurat v3 CCA anchors (``FindIntegrationAnchors`` + ``IntegrateData``), then PCA."""
     import rpy2.robjects as ro
     import scipy.sparse as sp
 
+    batch_key, n_comps, seed = ctx.batch_key, ctx.n_comps, ctx.seed
+    dims = seurat_dims(adata.obs[batch_key].value_counts().to_numpy(), n_comps, adata.n_vars)
     X = sp.csc_matrix(adata.X.T)  # genes x cells, log-normalised
-    dims = int(min(n_comps, 50, adata.n_vars - 1))
     g = ro.globalenv
     # plain R vectors (numpy2ri would hand R 1-d arrays, which Matrix slots reject)
     g["x_i"] = ro.IntVector(X.indices.tolist())
@@ -36,6 +69,8 @@ def seurat_integrate(adata, batch_key, n_comps, seed, n_features=2000, **_):
     g["n_features"] = int(min(n_features, adata.n_vars))
     g["seed"] = int(seed)
     emb = ro.r("""
+        # empty library directories (Debian's /usr/local/lib/R/site-library) only add a warning
+        .libPaths(Filter(function(p) length(dir(p)) > 0, .libPaths()))
         suppressPackageStartupMessages({library(Seurat); library(Matrix)})
         set.seed(seed)
         m <- sparseMatrix(i = x_i + 1, p = x_p, x = x_x, dims = dims_xy,
@@ -46,7 +81,8 @@ def seurat_integrate(adata, batch_key, n_comps, seed, n_features=2000, **_):
         objs <- lapply(SplitObject(so, split.by = "batch"), function(o)
             FindVariableFeatures(o, nfeatures = n_features, verbose = FALSE))
         k <- min(100, min(sapply(objs, ncol)) - 1)
-        anchors <- FindIntegrationAnchors(objs, dims = 1:n_dims, k.filter = k, verbose = FALSE)
+        anchors <- FindIntegrationAnchors(objs, dims = 1:n_dims, k.filter = k,
+                                         k.score = min(30, k - 1), verbose = FALSE)
         integ <- IntegrateData(anchors, dims = 1:n_dims, k.weight = min(100, k), verbose = FALSE)
         DefaultAssay(integ) <- "integrated"
         integ <- ScaleData(integ, verbose = FALSE)

@@ -1,0 +1,41 @@
+"""One home for the names every workflow step shares: obs columns, roles, statuses, slots.
+
+Datasets (after ``prepare_dataset``) carry :data:`CELL_TYPE`, :data:`BATCH` and :data:`TECH`;
+split files assign each cell a :data:`ROLE` per fold; method outputs add the prediction
+columns and slots below. Change a name here and every step follows.
+"""
+from __future__ import annotations
+
+# dataset columns (common schema)
+CELL_TYPE = "cell_type"
+BATCH = "batch"
+TECH = "tech"
+DATASET_COLUMNS = (CELL_TYPE, BATCH, TECH)
+SOURCE_DATASET = "source_dataset"   # which configured dataset a cell came from (cross-dataset splits)
+
+# roles of a cell in one fold of a split
+ROLE = "role"
+TRAIN, VALID, TEST = "train", "valid", "test"
+ROLES = (TRAIN, VALID, TEST)
+
+# method outputs (scverse-style names, as in concerto_core)
+EMBEDDING = "X_emb"                  # obsm: (n_cells, d) float32
+PREDICTED = "predicted_label"        # obs: predicted label of valid/test cells
+CONFIDENCE = "conf_score"            # obs: probability of the predicted label
+PROBABILITIES = "label_probabilities"  # obsm: (n_cells, n_classes), columns = uns['label_classes']
+CLASSES = "label_classes"            # uns: class names of PROBABILITIES
+CLUSTERS = "clusters"                # obsm: (n_cells, n_settings) int cluster ids, columns = uns['cluster_settings']
+CLUSTER_SETTINGS = "cluster_settings"
+IMPUTED = "imputed"                  # obsm: (n_query, n_features) predicted values
+MEASURED = "measured"                # obsm: the same features as measured (for scoring)
+FEATURES = "feature_names"           # uns: names of the IMPUTED / MEASURED columns
+PROTEIN = "protein"                  # obsm of datasets with a second modality
+PROTEIN_NAMES = "protein_names"      # uns
+
+# run status of a method on one fold
+OK, FAILED, NOT_INSTALLED = "ok", "failed", "not_installed"
+STATUSES = (OK, FAILED, NOT_INSTALLED)
+
+# provenance keys every method output carries in uns
+PROVENANCE = ("experiment", "task", "dataset", "split", "fold", "preprocessing", "method", "seed",
+              "status", "reason", "seconds", "peak_memory_mb", "log")

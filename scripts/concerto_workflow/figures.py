@@ -1,0 +1,284 @@
+"""Figure types, drawn only from result tables and method outputs (never recomputing results).
+
+One function per figure type of the config (``figures.<name>.type``). Every method an
+experiment lists appears: a method that is not installed or failed is drawn as "not run" with
+its reason; controls are hatched so they read as bounds, not competitors; repeats (seeds,
+folds) are drawn as mean with a standard-deviation error bar; axis labels say which
+direction is better.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .columns import (BATCH, CELL_TYPE, CONFIDENCE, EMBEDDING, OK, PREDICTED, ROLE, TEST,  # noqa: E402
+                      VALID)
+from .scoring import axis_label  # noqa: E402
+
+UMAP_COLUMNS = ["cell", "umap1", "umap2", "status", "reason", "log"]
+CONTROL_KINDS = ("negative_control", "positive_control")
+
+
+def _save(fig, out: str) -> None:
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _palette(values) -> dict:
+    cats = list(dict.fromkeys(values))
+    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
+    return {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+
+
+def _not_run_note(df: pd.DataFrame) -> str:
+    bad = df[df["status"] != OK].drop_duplicates("method")
+    return "\n".join(f"{r.method}: not run ({r.status}) — {textwrap.shorten(str(r.reason), 90)}"
+                     for r in bad.itertuples())
+
+
+def _not_run(ax, status: str, reason: str) -> None:
+    ax.text(0.5, 0.5, "not run\n" + status + "\n" + "\n".join(textwrap.wrap(str(reason), 40)[:4]),
+            ha="center", va="center", fontsize=7, transform=ax.transAxes, color="0.3")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def method_order(df: pd.DataFrame) -> list[str]:
+    """Methods first, then controls, each in table order."""
+    kinds = df.drop_duplicates("method").set_index("method")["kind"]
+    return [m for m in kinds.index if kinds[m] not in CONTROL_KINDS] + \
+           [m for m in kinds.index if kinds[m] in CONTROL_KINDS]
+
+
+# ----------------------------------------------------------------------------- bars / box / heatmap
+def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: str) -> None:
+    """One panel per metric; bars per method grouped by ``x``; mean +- sd over seeds and folds."""
+    methods = method_order(df)
+    groups = list(dict.fromkeys(df[x].astype(str)))
+    kinds = df.drop_duplicates("method").set_index("method")["kind"]
+    colors = _palette(methods)
+    width = 0.8 / max(1, len(methods))
+    fig, axes = plt.subplots(1, len(metrics), squeeze=False,
+                             figsize=(max(3.2, 0.35 * len(groups) * len(methods) + 1.2) * len(metrics), 3.8))
+    for ax, metric in zip(axes[0], metrics):
+        d = df[df["metric"] == metric]
+        for k, m in enumerate(methods):
+            for gi, g in enumerate(groups):
+                r = d[(d["method"] == m) & (d[x].astype(str) == g)]
+                pos = gi + (k - (len(methods) - 1) / 2) * width
+                if r.empty:
+                    continue
+                if (r["status"] == OK).any():
+                    v = r.loc[r["status"] == OK, "value"].astype(float)
+                    ax.bar(pos, v.mean(), width, yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=2,
+                           color=colors[m], hatch="//" if kinds[m] in CONTROL_KINDS else None,
+                           edgecolor="white", linewidth=0)
+                else:
+                    ax.text(pos, 0.02, f"{m}: not run", rotation=90, fontsize=6, ha="center", va="bottom",
+                            color="0.3", transform=ax.get_xaxis_transform())
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, fontsize=8)
+        ax.set_xlabel(x)
+        ax.set_ylabel(axis_label(metric), fontsize=8)
+        ax.axhline(0, color="0.5", lw=0.5)
+    _legend(fig, methods, colors, kinds)
+    note = _not_run_note(df)
+    fig.suptitle(title + ("\n" + note if note else ""), fontsize=9)
+    _save(fig, out)
+
+
+def _legend(fig, methods, colors, kinds) -> None:
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=colors[m], hatch="//" if kinds[m] in CONTROL_KINDS else None,
+                             edgecolor="white") for m in methods]
+    labels = [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") for m in methods]
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(methods), 5),
+               fontsize=7, frameon=False)
+
+
+def plot_box(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) -> None:
+    """One panel per metric: the per-fold (and seed) values of each method as a box with points."""
+    methods = method_order(df)
+    colors = _palette(methods)
+    fig, axes = plt.subplots(1, len(metrics), squeeze=False, figsize=(max(3.5, 0.6 * len(methods) + 1) * len(metrics), 3.8))
+    for ax, metric in zip(axes[0], metrics):
+        d = df[df["metric"] == metric]
+        for i, m in enumerate(methods):
+            r = d[d["method"] == m]
+            v = r.loc[r["status"] == OK, "value"].dropna().astype(float).to_numpy()
+            if len(v):
+                ax.boxplot([v], positions=[i], widths=0.6, showfliers=False,
+                           medianprops={"color": "black"}, patch_artist=True,
+                           boxprops={"facecolor": colors[m], "alpha": 0.6})
+                ax.scatter(np.full(len(v), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(v)), v,
+                           s=6, color="0.2", zorder=3)
+            else:
+                ax.text(i, 0.02, "not run", rotation=90, fontsize=7, ha="center", va="bottom", color="0.3",
+                        transform=ax.get_xaxis_transform())
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(axis_label(metric), fontsize=8)
+    note = _not_run_note(df)
+    fig.suptitle(title + ("\n" + note if note else ""), fontsize=9)
+    _save(fig, out)
+
+
+def plot_heatmap(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: str) -> None:
+    """Method x ``x`` grid of the mean value of each metric, numbers printed in the cells."""
+    methods = method_order(df)
+    fig, axes = plt.subplots(1, len(metrics), squeeze=False, figsize=(4 + 0.5 * df[x].nunique(), 0.4 * len(methods) + 1.8))
+    for ax, metric in zip(axes[0], metrics):
+        d = df[(df["metric"] == metric) & (df["status"] == OK)]
+        grid = d.groupby(["method", x])["value"].mean().unstack().reindex(methods)
+        im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+        ax.set_yticks(range(len(methods)))
+        ax.set_yticklabels([m if m in d["method"].values else f"{m} (not run)" for m in methods], fontsize=7)
+        ax.set_xticks(range(grid.shape[1]))
+        ax.set_xticklabels(grid.columns, rotation=45, ha="right", fontsize=7)
+        for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white")
+        fig.colorbar(im, ax=ax, label=axis_label(metric))
+    fig.suptitle(title, fontsize=9)
+    _save(fig, out)
+
+
+# ------------------------------------------------------------------------------------- UMAPs
+def umap_table(a, *, n_neighbors: int, seed: int) -> pd.DataFrame:
+    """2-d UMAP of an output's embedding (scanpy, n_neighbors=15 as in the paper) with its obs."""
+    import scanpy as sc
+
+    st = a.uns["status"]
+    if st != OK:
+        return pd.DataFrame([{"cell": "", "umap1": np.nan, "umap2": np.nan, "status": st,
+                              "reason": a.uns["reason"], "log": a.uns["log"]}])
+    b = a.copy()
+    sc.pp.neighbors(b, n_neighbors=n_neighbors, use_rep=EMBEDDING, random_state=seed)
+    sc.tl.umap(b, random_state=seed)
+    xy = b.obsm["X_umap"]
+    out = pd.DataFrame({"cell": b.obs_names, "umap1": xy[:, 0], "umap2": xy[:, 1], "status": OK, "reason": "",
+                        "log": a.uns["log"]})
+    for c in b.obs.columns:
+        out[c] = b.obs[c].astype(str).to_numpy()
+    return out
+
+
+def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[str], title: str) -> None:
+    """One row per method, one column per obs column coloured."""
+    methods = list(tables)
+    fig, axes = plt.subplots(len(methods), len(color_by), figsize=(4 * len(color_by), 3.2 * len(methods)),
+                             squeeze=False)
+    ok = [t for t in tables.values() if (t["status"] == OK).all()]
+    pals = {c: _palette(sorted(set(np.concatenate([t[c].to_numpy() for t in ok if c in t])))) if ok else {}
+            for c in color_by}
+    for i, m in enumerate(methods):
+        t = tables[m]
+        for j, col in enumerate(color_by):
+            ax = axes[i, j]
+            if not (t["status"] == OK).all():
+                _not_run(ax, t["status"].iloc[0], t["reason"].iloc[0])
+            else:
+                order = np.random.default_rng(0).permutation(len(t))  # no group drawn on top
+                ax.scatter(t["umap1"].to_numpy()[order], t["umap2"].to_numpy()[order], s=2,
+                           c=[pals[col][v] for v in t[col].to_numpy()[order]], linewidths=0, rasterized=True)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax.set_title(f"{m} — {col.replace('_', ' ')}", fontsize=9)
+    for j, col in enumerate(color_by):
+        handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in pals[col].items()]
+        axes[-1, j].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2,
+                           fontsize=6, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+# --------------------------------------------------------------------------------- predictions
+def confusion_table(a) -> pd.DataFrame:
+    """Tidy row-normalised confusion matrix of the test cells: true, predicted, fraction, n."""
+    t = (a.obs[ROLE].astype(str) == TEST).to_numpy()
+    ct = pd.crosstab(a.obs[CELL_TYPE].astype(str)[t], a.obs[PREDICTED].astype(str)[t])
+    frac = ct.div(ct.sum(axis=1), axis=0)
+    out = frac.stack().rename("fraction").reset_index()
+    out.columns = ["true", "predicted", "fraction"]
+    out["n"] = ct.stack().to_numpy()
+    return out
+
+
+def plot_confusion(a, out: str, *, title: str) -> None:
+    """Row-normalised confusion matrix with each true class's size on its label."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if a.uns["status"] != OK:
+        _not_run(ax, a.uns["status"], a.uns["reason"])
+        ax.set_title(title, fontsize=9)
+        _save(fig, out)
+        return
+    conf = confusion_table(a)
+    sizes = conf.groupby("true")["n"].sum()
+    m = conf.pivot(index="true", columns="predicted", values="fraction").fillna(0.0)
+    labels = sorted(set(m.index) | set(m.columns))
+    m = m.reindex(index=labels, columns=labels, fill_value=0.0)
+    fig.set_size_inches(1.5 + 0.45 * len(labels), 1 + 0.4 * len(labels))
+    im = ax.imshow(m.to_numpy(), cmap="YlGnBu", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels([f"{lab} (n={int(sizes.get(lab, 0))})" for lab in labels], fontsize=7)
+    for (i, j), v in np.ndenumerate(m.to_numpy()):
+        if v >= 0.005:
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5, color="white" if v > 0.6 else "black")
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label (test cells)")
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    ax.set_title(title, fontsize=9)
+    _save(fig, out)
+
+
+def plot_densities(outputs: dict, out: str, *, title: str) -> None:
+    """Confidence of validation cells (known types) vs test cells (unseen types) per method."""
+    methods = list(outputs)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3), squeeze=False, sharey=False)
+    bins = np.linspace(0, 1, 26)
+    for ax, m in zip(axes[0], methods):
+        a = outputs[m]
+        if a.uns["status"] != OK:
+            _not_run(ax, a.uns["status"], a.uns["reason"])
+        else:
+            role = a.obs[ROLE].astype(str).to_numpy()
+            conf = a.obs[CONFIDENCE].to_numpy(dtype=float)
+            for r, color, label in ((VALID, "tab:blue", "validation (known types)"),
+                                    (TEST, "tab:red", "test (unseen types)")):
+                if (role == r).any():
+                    ax.hist(conf[role == r], bins=bins, density=True, alpha=0.5, color=color, label=label)
+            ax.set_xlabel("confidence score")
+        ax.set_title(m, fontsize=9)
+    axes[0, 0].set_ylabel("density")
+    axes[0, 0].legend(fontsize=6, frameon=False)
+    fig.suptitle(title, fontsize=10, y=1.04)
+    _save(fig, out)
+
+
+# ------------------------------------------------------------------------------------ runtimes
+def plot_runtimes(rules: pd.DataFrame, methods: pd.DataFrame, out: str) -> None:
+    """Left: wall time per rule (summed over jobs). Right: each method's own compute time
+    (seconds inside the method, mean over folds and seeds) per experiment."""
+    s = rules.groupby("rule")["s"].sum().sort_values()
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(3, 0.3 * max(len(s), methods["method"].nunique() if len(methods) else 1) + 1.5)))
+    axes[0].barh(s.index, s.to_numpy(), color="0.4")
+    axes[0].set_xlabel("wall time (s, summed over jobs; lower is better)")
+    axes[0].set_title("Workflow steps", fontsize=9)
+    if len(methods):
+        t = methods.groupby(["method", "experiment"])["value"].mean().unstack()
+        t.plot.barh(ax=axes[1], width=0.8)
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel("method compute time (s, log scale; lower is better)")
+        axes[1].legend(fontsize=6, frameon=False)
+    axes[1].set_title("Methods (their own time, without loading and scoring)", fontsize=9)
+    fig.suptitle("Run time of the workflow on this machine", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)

@@ -1,0 +1,76 @@
+"""Concerto through the ``concerto_core`` API: pretraining (rule ``train_concerto``) and the
+task functions run on the fold's trained model (``ctx.model_dir``).
+
+Pretraining uses the fold's training cells only; ``embed`` and ``map`` are the teacher's
+direct inference (query batches unseen in training use the package's documented fallback);
+``annotate`` is the paper's supervised fine-tuning of the pretrained teacher with a
+classification head (Adam, ``lr``, ``epochs``, ``batch_size``).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..columns import BATCH, TRAIN
+
+
+def set_threads(threads: int | None) -> None:
+    """Keep TensorFlow and numba within the job's Snakemake ``threads`` (call before any TF op)."""
+    from concerto_core import set_cpu_threads
+
+    set_cpu_threads(threads)
+
+
+def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epochs: int = 5,
+          batch_size: int = 64, source_aware: bool = True) -> None:
+    """Pretrain on ``cells`` whose role is train; save to ``model_dir``."""
+    set_threads(threads)
+    from concerto_core import Concerto
+
+    a = cells[cells.obs["role"].astype(str) == TRAIN].copy() if "role" in cells.obs else cells
+    t0 = time.time()
+    model = Concerto(a, batch_key=BATCH if source_aware else None, seed=seed)
+    model.train(epochs=epochs, batch_size=batch_size, checkpoint_dir=None)
+    model.save(model_dir)
+    print(f"[concerto] trained on {a.n_obs} cells x {a.n_vars} genes in {time.time() - t0:.1f}s "
+          f"({epochs} epochs, batch {batch_size}, source-aware {source_aware})", flush=True)
+
+
+def _load(ctx):
+    set_threads(ctx.threads)
+    from concerto_core import Concerto
+
+    return Concerto.load(ctx.model_dir)
+
+
+def _embed(model, a) -> np.ndarray:
+    emb = np.asarray(model.get_latent_representation(a), dtype=np.float32)
+    if emb.shape[0] != a.n_obs:
+        raise ValueError(f"Concerto returned {emb.shape[0]} rows for {a.n_obs} cells")
+    return emb
+
+
+def embed(adata, ctx):
+    return _embed(_load(ctx), adata)
+
+
+def map_query(ref, query, ctx):
+    model = _load(ctx)
+    return _embed(model, ref), _embed(model, query)
+
+
+def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float = 1e-3,
+             finetune_batch_size: int = 32):
+    """Fine-tune the pretrained teacher + a softmax head on the training labels (paper eq 12)."""
+    from concerto_core import fine_tune
+
+    model = _load(ctx)
+    clf = fine_tune(model, train, ctx.label_key, epochs=finetune_epochs, lr=finetune_lr,
+                    batch_size=finetune_batch_size, seed=ctx.seed)
+    pred = clf.predict(test)
+    return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories]
+
+
+#: config params consumed by ``train`` (the rest go to the task functions)
+TRAIN_PARAMS = ("epochs", "batch_size", "source_aware")

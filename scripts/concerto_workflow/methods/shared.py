@@ -1,0 +1,39 @@
+"""Operations the engine applies on top of a method's embedding, one implementation each:
+the k-NN label vote (paper eq 14-16), k-NN smoothing of a missing modality, and Leiden
+clustering of an embedding. All come from ``concerto_core`` or scanpy, never re-implemented."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def vote(ref_emb, ref_labels, query_emb, k: int):
+    """Cosine-weighted k-NN vote -> ((n_query, C) probabilities, C class names)."""
+    from concerto_core.label_transfer import knn_vote
+
+    res = knn_vote(np.asarray(ref_emb, dtype=np.float32), np.asarray(ref_labels).astype(str),
+                   np.asarray(query_emb, dtype=np.float32), k=k)
+    return np.asarray(res.probs, dtype=np.float64), [str(c) for c in res.categories]
+
+
+def smooth(ref_emb, ref_values, query_emb, k: int) -> np.ndarray:
+    """Query feature values as the similarity-weighted mean of their k nearest reference cells."""
+    from concerto_core import impute_modality
+
+    return np.asarray(impute_modality(np.asarray(ref_emb, dtype=np.float32), np.asarray(ref_values),
+                                      np.asarray(query_emb, dtype=np.float32), k=k))
+
+
+def leiden(emb, resolutions, *, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """(n_cells, len(resolutions)) Leiden cluster ids of an embedding (scanpy)."""
+    import anndata as ad
+    import scanpy as sc
+
+    a = ad.AnnData(np.zeros((len(emb), 1), dtype=np.float32))
+    a.obsm["X_emb"] = np.asarray(emb, dtype=np.float32)
+    sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
+    out = np.empty((len(emb), len(resolutions)), dtype=np.int64)
+    for j, r in enumerate(resolutions):
+        sc.tl.leiden(a, resolution=float(r), random_state=seed, key_added="leiden",
+                     flavor="igraph", n_iterations=2, directed=False)
+        out[:, j] = a.obs["leiden"].astype(int).to_numpy()
+    return out

@@ -1,0 +1,210 @@
+"""Metric registry per task: each metric reads a method output (:mod:`.outputs`) and returns a
+number, or {setting: number} for sweeps (clustering resolutions, imputed features).
+
+Label metrics are computed on the ``test`` cells only; rejection metrics compare the
+confidence of ``valid`` cells (known types) with ``test`` cells (unseen types, label-mask
+splits). Embedding metrics use each method's own space (``obsm['X_emb']``), as the paper:
+kBET acceptance (pegasus ``calc_kBET``, K=15), ASW of batch and cell-type labels (sklearn).
+Adding a metric: write ``fn(a, params) -> float | dict`` and one :class:`Metric` entry.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .columns import (BATCH, CELL_TYPE, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, FEATURES, IMPUTED,
+                      MEASURED, PREDICTED, ROLE, TEST, VALID)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    tasks: tuple[str, ...]
+    higher_is_better: bool
+    description: str
+    fn: Callable
+
+    @property
+    def axis_label(self) -> str:
+        return f"{self.name} ({'higher' if self.higher_is_better else 'lower'} is better)"
+
+
+def _subsample(n: int, max_cells: int | None, seed: int) -> np.ndarray:
+    if not max_cells or n <= max_cells:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+
+
+# ------------------------------------------------------------------------------- embeddings
+def kbet_accept_rate(a: ad.AnnData, p: dict) -> float:
+    """pegasus kBET acceptance rate (pegasus wants a MultimodalData)."""
+    import pegasus as pg
+    import pegasusio as io
+
+    b = ad.AnnData(np.zeros((a.n_obs, 1), dtype=np.float32),
+                   obs=pd.DataFrame({BATCH: a.obs[BATCH].astype(str).values}, index=a.obs_names))
+    b.obsm[EMBEDDING] = np.asarray(a.obsm[EMBEDDING], dtype=np.float32)
+    data = io.MultimodalData(io.UnimodalData(b))
+    _, _, accept = pg.calc_kBET(data, attr=BATCH, rep=EMBEDDING[2:], K=p.get("kbet_k", 15),
+                                alpha=p.get("kbet_alpha", 0.05), n_jobs=1,
+                                random_state=p.get("seed", 0), use_cache=False)
+    return float(accept)
+
+
+def _asw(a: ad.AnnData, labels: str, p: dict) -> float:
+    from sklearn.metrics import silhouette_samples
+
+    idx = _subsample(a.n_obs, p.get("asw_max_cells"), p.get("seed", 0))
+    y = a.obs[labels].astype(str).to_numpy()[idx]
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(np.mean(silhouette_samples(np.asarray(a.obsm[EMBEDDING])[idx], y, metric="euclidean")))
+
+
+def asw_batch(a, p):
+    return _asw(a, BATCH, p)
+
+
+def asw_celltype(a, p):
+    return _asw(a, CELL_TYPE, p)
+
+
+# ----------------------------------------------------------------------------------- labels
+def _test(a: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
+    t = (a.obs[ROLE].astype(str) == TEST).to_numpy()
+    return a.obs[CELL_TYPE].astype(str).to_numpy()[t], a.obs[PREDICTED].astype(str).to_numpy()[t]
+
+
+def accuracy(a, p):
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(*_test(a)))
+
+
+def macro_f1(a, p):
+    from sklearn.metrics import f1_score
+
+    y, yhat = _test(a)
+    return float(f1_score(y, yhat, labels=np.unique(y), average="macro", zero_division=0))
+
+
+def median_f1(a, p):
+    """Median over the test set's cell types of the per-type F1 (paper Fig 2a, 2b)."""
+    from sklearn.metrics import f1_score
+
+    y, yhat = _test(a)
+    return float(np.median(f1_score(y, yhat, labels=np.unique(y), average=None, zero_division=0)))
+
+
+def _valid_test_conf(a):
+    role = a.obs[ROLE].astype(str).to_numpy()
+    conf = a.obs[CONFIDENCE].to_numpy(dtype=float)
+    return conf[role == VALID], conf[role == TEST]
+
+
+def rejected_at_valid95(a, p):
+    """Fraction of test (unseen-type) cells below the confidence threshold that keeps 95% of
+    the validation (known-type) cells (paper Fig 2d)."""
+    valid, test = _valid_test_conf(a)
+    if not len(valid) or not len(test):
+        return float("nan")
+    return float(np.mean(test < np.quantile(valid, 0.05)))
+
+
+def auroc_unseen(a, p):
+    """AUROC of low confidence as a detector of unseen-type cells (test) among known (valid)."""
+    from sklearn.metrics import roc_auc_score
+
+    valid, test = _valid_test_conf(a)
+    if not len(valid) or not len(test):
+        return float("nan")
+    return float(roc_auc_score(np.r_[np.zeros(len(valid)), np.ones(len(test))], -np.r_[valid, test]))
+
+
+# ----------------------------------------------------------------------------- clusters
+def _per_setting(a, score):
+    y = a.obs[CELL_TYPE].astype(str).to_numpy()
+    cl = np.asarray(a.obsm[CLUSTERS])
+    return {s: float(score(y, cl[:, j])) for j, s in enumerate(a.uns[CLUSTER_SETTINGS])}
+
+
+def ari(a, p):
+    from sklearn.metrics import adjusted_rand_score
+
+    return _per_setting(a, adjusted_rand_score)
+
+
+def nmi(a, p):
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return _per_setting(a, normalized_mutual_info_score)
+
+
+# ------------------------------------------------------------------------------ imputation
+def _pearson_per_feature(a) -> dict:
+    from scipy.stats import pearsonr
+
+    t = (a.obs[ROLE].astype(str) == TEST).to_numpy()
+    pred, meas = np.asarray(a.obsm[IMPUTED])[t], np.asarray(a.obsm[MEASURED])[t]
+    out = {}
+    for j, f in enumerate(a.uns[FEATURES]):
+        ok = np.std(pred[:, j]) > 0 and np.std(meas[:, j]) > 0
+        out[str(f)] = float(pearsonr(pred[:, j], meas[:, j])[0]) if ok else float("nan")
+    return out
+
+
+def pearson(a, p):
+    return _pearson_per_feature(a)
+
+
+def pearson_median(a, p):
+    return float(np.nanmedian(list(_pearson_per_feature(a).values())))
+
+
+_LABEL_TASKS = ("map", "annotate")
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("kbet_accept_rate", ("embed", "map"), True, "kBET acceptance rate (batch mixing)", kbet_accept_rate),
+    Metric("asw_batch", ("embed", "map"), False, "silhouette of batch labels (lower = mixed)", asw_batch),
+    Metric("asw_celltype", ("embed", "map"), True, "silhouette of cell-type labels", asw_celltype),
+    Metric("accuracy", _LABEL_TASKS, True, "accuracy on the test cells", accuracy),
+    Metric("macro_f1", _LABEL_TASKS, True, "mean F1 over the test set's cell types", macro_f1),
+    Metric("median_f1", _LABEL_TASKS, True, "median F1 over the test set's cell types", median_f1),
+    Metric("rejected_at_valid95", _LABEL_TASKS, True,
+           "unseen-type cells rejected at the threshold keeping 95% of validation cells", rejected_at_valid95),
+    Metric("auroc_unseen", _LABEL_TASKS, True, "AUROC of low confidence for unseen types", auroc_unseen),
+    Metric("ari", ("cluster",), True, "adjusted Rand index of clusters vs cell types", ari),
+    Metric("nmi", ("cluster",), True, "normalised mutual information of clusters vs cell types", nmi),
+    Metric("pearson", ("impute",), True, "Pearson r per feature, imputed vs measured (test cells)", pearson),
+    Metric("pearson_median", ("impute",), True, "median over features of the Pearson r", pearson_median),
+)}
+#: reported for every successful method output
+RESOURCE_METRICS = {"runtime_s": False, "peak_memory_mb": False}
+
+
+def metrics_for(task: str) -> list[str]:
+    return [m for m, spec in METRICS.items() if task in spec.tasks]
+
+
+def higher_is_better(metric: str) -> bool:
+    return METRICS[metric].higher_is_better if metric in METRICS else not RESOURCE_METRICS.get(metric, True)
+
+
+def axis_label(metric: str) -> str:
+    return f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)"
+
+
+def score(a: ad.AnnData, names: list[str], params: dict) -> dict:
+    out = {}
+    for name in names:
+        out[name] = METRICS[name].fn(a, params)
+        log.info("%s = %s", name, out[name])
+    out["runtime_s"] = float(a.uns["seconds"])
+    out["peak_memory_mb"] = float(a.uns["peak_memory_mb"])
+    return out

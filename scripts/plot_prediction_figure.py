@@ -1,0 +1,15 @@
+from concerto_workflow.logs import redirect_output; redirect_output(snakemake.log[0])  # noqa: E702,F821
+"""Confusion matrix of one method, or confidence densities of every method, from their outputs."""
+from pathlib import Path
+
+import anndata as ad
+
+from concerto_workflow import figures
+
+sm = snakemake  # noqa: F821
+f = sm.params.figure
+outs = {Path(p).parent.name: ad.read_h5ad(p) for p in sm.input}
+if f["type"] == "confusion":
+    figures.plot_confusion(outs[f["method"]], sm.output[0], title=f"{f['title']}: {f['method']}")
+else:
+    figures.plot_densities(outs, sm.output[0], title=f["title"])

@@ -1,0 +1,90 @@
+"""Split constructions: each kind keeps training and test cells apart the way it promises."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from concerto_workflow import splits
+from concerto_workflow.columns import TEST, TRAIN, VALID
+
+
+@pytest.fixture
+def obs(raw_adata):
+    return raw_adata.obs
+
+
+def _fold(table, fold, role):
+    t = table[(table["fold"] == fold) & (table["role"] == role)]
+    return set(t["cell"])
+
+
+def test_kfold_stratified_disjoint_and_covering(obs):
+    t = splits.make_split({"kind": "kfold", "k": 4}, obs, "d", seed=0)
+    folds = sorted(set(t["fold"]))
+    assert folds == splits.fold_names({"kind": "kfold", "k": 4}) == ["f0", "f1", "f2", "f3"]
+    tests = [_fold(t, f, TEST) for f in folds]
+    assert set().union(*tests) == set(obs.index)                       # every cell tested once ...
+    assert sum(len(s) for s in tests) == len(obs)                      # ... and only once
+    for f in folds:
+        assert not _fold(t, f, TRAIN) & _fold(t, f, TEST)
+        assert _fold(t, f, TRAIN) | _fold(t, f, TEST) == set(obs.index)
+    overall = obs["cell_type"].value_counts(normalize=True)
+    for s in tests:                                                    # stratified by label
+        frac = obs.loc[sorted(s), "cell_type"].value_counts(normalize=True).reindex(overall.index)
+        assert np.abs(frac - overall).max() < 0.05
+
+
+def test_kfold_within_group_never_mixes_groups(obs):
+    t = splits.make_split({"kind": "kfold", "k": 2, "group": "batch"}, obs, "d", seed=0)
+    assert splits.fold_names({"kind": "kfold", "k": 2, "group": "batch"}) is None
+    assert len(set(t["fold"])) == 2 * obs["batch"].nunique()
+    for fold, rows in t.groupby("fold"):
+        assert obs.loc[rows["cell"], "batch"].nunique() == 1, fold
+
+
+def test_leave_one_out_never_trains_on_the_held_out_group(obs):
+    spec = {"kind": "leave_one_out", "key": "tech", "bootstraps": 3}
+    t = splits.make_split(spec, obs, "d", seed=0)
+    assert len(set(t["fold"])) == obs["tech"].nunique() * 3
+    for fold, rows in t.groupby("fold"):
+        train = rows.loc[rows["role"] == TRAIN, "cell"]
+        test = rows.loc[rows["role"] == TEST, "cell"]
+        held = set(obs.loc[test, "tech"].astype(str))
+        assert len(held) == 1 and not held & set(obs.loc[train, "tech"].astype(str))
+        assert train.is_unique
+        others = (obs["tech"].astype(str) != held.pop()).sum()
+        assert 0.5 * others < len(train) < 0.75 * others               # a bootstrap's distinct cells
+    b0, b1 = (set(t.loc[(t["fold"] == f) & (t["role"] == TRAIN), "cell"]) for f in ("tA_b0", "tA_b1"))
+    assert b0 != b1
+
+
+def test_label_mask_keeps_masked_labels_out_of_training(obs):
+    spec = {"kind": "label_mask", "remove": ["type1"], "valid_fraction": 0.2}
+    t = splits.make_split(spec, obs, "d", seed=0)
+    labels = obs["cell_type"].astype(str)
+    train, valid, test = (_fold(t, "mask", r) for r in (TRAIN, VALID, TEST))
+    assert set(labels[sorted(test)]) == {"type1"}
+    assert "type1" not in set(labels[sorted(train | valid)])
+    known = (labels != "type1").sum()
+    assert abs(len(valid) - 0.2 * known) <= 1
+    assert set(labels[sorted(valid)]) == set(labels[sorted(train)])    # stratified validation
+
+
+def test_holdout_and_errors_name_the_values(obs):
+    t = splits.make_split({"kind": "holdout", "key": "tech", "values": ["inD"]}, obs, "d", seed=0)
+    assert set(obs.loc[sorted(_fold(t, "holdout", TEST)), "tech"]) == {"inD"}
+    with pytest.raises(splits.SplitError, match="nope"):
+        splits.make_split({"kind": "holdout", "key": "tech", "values": ["nope"]}, obs, "d", seed=0)
+    with pytest.raises(splits.SplitError, match="'donor' not in the data"):
+        splits.make_split({"kind": "leave_one_out", "key": "donor"}, obs, "d", seed=0)
+
+
+def test_cross_dataset_marks_the_query_dataset_as_test(obs):
+    q = pd.DataFrame(index=["m1", "m2"])
+    t = splits.make_split({"kind": "cross_dataset", "query_dataset": "mouse"}, obs, "human", seed=0,
+                          query_obs=q)
+    assert set(t.loc[t["dataset"] == "mouse", "role"]) == {TEST}
+    assert set(t.loc[t["dataset"] == "human", "role"]) == {TRAIN}
+
+
+def test_safe_fold_names():
+    assert splits.safe_name("10x Chromium (v2) A") == "10x_Chromium_v2_A"
