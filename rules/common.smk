@@ -139,7 +139,8 @@ def figure_params(wildcards):
                                                      for m in wc_cfg.experiment_metrics(config, x)))
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
     return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
-                color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO))
+                color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
+                paper_methods=list(f.get("paper_methods", [])))
 
 
 FIGURE_REPORT = dict(caption="../report/figure.rst", category="Paper figures", labels={"figure": "{figure}"})

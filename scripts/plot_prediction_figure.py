@@ -12,4 +12,5 @@ outs = {Path(p).parent.name: ad.read_h5ad(p) for p in sm.input}
 if f["type"] == "confusion":
     figures.plot_confusion(outs[f["method"]], sm.output[0], title=f"{f['title']}: {f['method']}")
 else:
+    outs.update({m: None for m in f["paper_methods"] if m not in outs})
     figures.plot_densities(outs, sm.output[0], title=f["title"])

@@ -4,7 +4,7 @@ from concerto_workflow import figures, tables
 
 sm = snakemake  # noqa: F821
 f = sm.params.figure
-df = tables.concat(list(sm.input))
+df = figures.with_paper_methods(tables.concat(list(sm.input)), f["paper_methods"])
 draw = {"bars": figures.plot_bars, "box": figures.plot_box, "heatmap": figures.plot_heatmap}[f["type"]]
 kwargs = dict(metrics=f["metrics"], title=f["title"])
 if f["type"] != "box":

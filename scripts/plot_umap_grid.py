@@ -12,4 +12,5 @@ tabs = {Path(p).parent.name: pd.read_csv(p, sep="\t", dtype=str, keep_default_na
     {"umap1": float, "umap2": float}, errors="ignore") for p in sm.input}
 for t in tabs.values():
     t[["umap1", "umap2"]] = t[["umap1", "umap2"]].apply(pd.to_numeric, errors="coerce")
+tabs.update(figures.not_configured_table(f["paper_methods"], tabs))
 figures.plot_umap_grid(tabs, sm.output[0], color_by=f["color_by"], title=f["title"])

@@ -23,6 +23,26 @@ from .scoring import axis_label  # noqa: E402
 
 UMAP_COLUMNS = ["cell", "umap1", "umap2", "status", "reason", "log"]
 CONTROL_KINDS = ("negative_control", "positive_control")
+NOT_CONFIGURED = "not configured"
+NOT_CONFIGURED_REASON = "compared in the paper's panel; not run by this study (no adapter configured yet)"
+
+
+def with_paper_methods(df: pd.DataFrame, paper_methods) -> pd.DataFrame:
+    """Score rows plus a 'not configured' row for each method the paper compares that did not run."""
+    missing = [m for m in paper_methods if m not in set(df["method"])]
+    if not missing:
+        return df
+    rows = pd.DataFrame([{**df.iloc[0].to_dict(), "method": m, "kind": "method", "metric": metric,
+                          "setting": "", "value": np.nan, "status": NOT_CONFIGURED, "reason": NOT_CONFIGURED_REASON,
+                          "log": ""} for m in missing for metric in df["metric"].unique()])
+    return pd.concat([df, rows], ignore_index=True)
+
+
+def not_configured_table(paper_methods, present) -> dict[str, pd.DataFrame]:
+    """'Not run' UMAP tables for the paper's methods that this study does not run."""
+    return {m: pd.DataFrame([{"cell": "", "umap1": np.nan, "umap2": np.nan, "status": NOT_CONFIGURED,
+                              "reason": NOT_CONFIGURED_REASON, "log": ""}])
+            for m in paper_methods if m not in present}
 
 
 def _save(fig, out: str) -> None:
@@ -246,7 +266,9 @@ def plot_densities(outputs: dict, out: str, *, title: str) -> None:
     bins = np.linspace(0, 1, 26)
     for ax, m in zip(axes[0], methods):
         a = outputs[m]
-        if a.uns["status"] != OK:
+        if a is None:
+            _not_run(ax, NOT_CONFIGURED, NOT_CONFIGURED_REASON)
+        elif a.uns["status"] != OK:
             _not_run(ax, a.uns["status"], a.uns["reason"])
         else:
             role = a.obs[ROLE].astype(str).to_numpy()
