@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=int_at_least(0), default=defaults.seed, help="random seed")
     pre.add_argument("--checkpoint-dir", default=None, help="save per-epoch checkpoints here and resume from them")
     pre.add_argument("--authors-code-variant", action="store_true",
-                     help="use the released code's architecture (tanh after pooling, value BatchNorm, 2-layer student, dropout 0.1)")
+                     help="use the released code's architecture (tanh after pooling, value BatchNorm over all genes with one shared "
+                          "mean/variance, 2-layer student, dropout 0.1)")
     pre.add_argument("--mixed-precision", choices=["none", "bfloat16", "float16"], default="none",
                      help="low-precision compute for GPUs (weights, BatchNorm and loss stay float32)")
     pre.add_argument("--cpu-kernels", choices=["auto", "numba", "tensorflow"], default=defaults.cpu_kernels,
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--finetune-dir", default=None,
                     help="first fine-tune the model on the query (unsupervised, paper's mapping mode b) and save it here")
     mp.add_argument("--finetune-epochs", type=POSITIVE_INT, default=1, help="epochs of query fine-tuning")
+    mp.add_argument("--finetune-lr", type=POSITIVE_FLOAT, default=None,
+                    help="learning rate of query fine-tuning (default: 1e-3, the paper's fine-tuning rate)")
     mp.add_argument("--unseen-source", choices=["adapt", "pooled"], default="adapt",
                     help="BatchNorm of query sources unseen in training (direct inference): own statistics or training average")
     mp.add_argument("--min-gene-overlap", type=FRACTION, default=0.5,
@@ -255,7 +258,7 @@ def _check_pretrain(args) -> dict:
                  mixed_precision=None if args.mixed_precision == "none" else args.mixed_precision,
                  cpu_kernels=args.cpu_kernels, precise_bn_max_cells=args.precise_bn_max_cells or None)
     if args.authors_code_variant:
-        hyper.update(tanh_after_pooling=True, value_batchnorm=True, student_hidden_layers=1, dropout=0.1)
+        hyper.update(tanh_after_pooling=True, value_batchnorm="shared", student_hidden_layers=1, dropout=0.1)
     try:
         ConcertoConfig(**hyper)
     except ValueError as err:
@@ -377,7 +380,8 @@ def _map(args, plan) -> int:
     reference, query = _read_h5ad(args.reference, "--reference"), _read_h5ad(args.query, "--query")
     if args.finetune_dir:
         model = finetune_query(args.model, query, args.finetune_dir, batch_key=args.query_batch_key,
-                               epochs=args.finetune_epochs, min_gene_overlap=args.min_gene_overlap, verbose=True)
+                               epochs=args.finetune_epochs, lr=args.finetune_lr, min_gene_overlap=args.min_gene_overlap,
+                               verbose=True)
     else:
         model = Concerto.load(args.model)
     model.embed(reference)

@@ -8,15 +8,30 @@ option                      paper       authors' released code
 ==========================  ==========  =========================================
 ``dropout``                 0.2         0.1
 ``tanh_after_pooling``      False       True (tanh on the pooled vector)
-``value_batchnorm``         False       True (BatchNorm on the input values)
+``value_batchnorm``         None        ``'shared'`` (BatchNorm on the input values)
 ``student_hidden_layers``   0           1 (a second dense layer in the student)
 ==========================  ==========  =========================================
+
+``value_batchnorm`` chooses what the teacher scales each gene embedding by:
+
+* ``None`` (paper): the cell's expressed values as they are.
+* ``'shared'`` (authors' released code): every gene of the vocabulary, zeros included, after
+  one BatchNorm with a single mean and variance over all cell x gene values of a source and a
+  scalar scale/offset. The teacher then attends over all V genes of each cell, not only the
+  expressed ones, and unexpressed genes enter with the (nonzero) normalised value of a zero;
+  its work per mini-batch grows from the expressed entries to B x V.
+* ``'per_gene'`` (an earlier variant of this package, neither paper nor code): each gene
+  normalised with its own mean and variance per source (over all cells of the source,
+  zeros counted) and a per-gene scale/offset; the teacher still sees the expressed genes only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+#: Values of ``ConcertoConfig.value_batchnorm`` besides ``None`` (see the module docstring).
+VALUE_BATCHNORM = ("shared", "per_gene")
 
 
 @dataclass
@@ -32,7 +47,10 @@ class ConcertoConfig:
     temperature
         tau of the NT-Xent loss (paper: 0.1).
     tanh_after_pooling, value_batchnorm, student_hidden_layers
-        Variants of the authors' released code (see module docstring).
+        Variants of the authors' released code (see module docstring). ``value_batchnorm``
+        is ``None``, ``'shared'`` or ``'per_gene'``; ``False`` means ``None``. ``True`` is
+        refused as ambiguous, except in saved manifests, where it was written by versions
+        whose only value BatchNorm was the per-gene one (read as ``'per_gene'``).
     bn_momentum, bn_epsilon
         BatchNorm running-statistics momentum and variance epsilon.
     precise_bn
@@ -77,7 +95,7 @@ class ConcertoConfig:
     dropout: float = 0.2
     temperature: float = 0.1
     tanh_after_pooling: bool = False
-    value_batchnorm: bool = False
+    value_batchnorm: str | None = None
     student_hidden_layers: int = 0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-3
@@ -93,6 +111,8 @@ class ConcertoConfig:
     mixed_precision: str | None = None
 
     def __post_init__(self) -> None:
+        if self.value_batchnorm is False:
+            self.value_batchnorm = None
         self.validate()
 
     def validate(self) -> None:
@@ -114,6 +134,9 @@ class ConcertoConfig:
              "must be 'auto', 'numba' or 'tensorflow'"),
             ("mixed_precision", self.mixed_precision in (None, "float16", "bfloat16"),
              "must be None, 'float16' or 'bfloat16'"),
+            ("value_batchnorm", self.value_batchnorm is None or self.value_batchnorm in VALUE_BATCHNORM,
+             "must be None, 'shared' (authors' code: one mean/variance over all cell x gene values) or "
+             "'per_gene' (per-gene statistics, expressed genes only)"),
         ]
         for name, ok, what in checks:
             if not ok:
@@ -128,6 +151,9 @@ class ConcertoConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown ConcertoConfig keys: {sorted(unknown)}; known: {sorted(known)}")
+        if values.get("value_batchnorm") is True:
+            # Saved before the option took names: its one value BatchNorm was the per-gene one.
+            values = {**values, "value_batchnorm": "per_gene"}
         return cls(**values)
 
     def replace(self, **changes) -> "ConcertoConfig":

@@ -161,9 +161,12 @@ class CompiledFunctions:
                         out[name] = tf.stack([tf.matmul(onehot, pooled, transpose_a=True),
                                               tf.matmul(onehot, tf.square(pooled), transpose_a=True)])
                         continue
-                    m = kind.split(":")[1]
-                    n_features = net.vocab_sizes[m]
-                    segment = tf.gather(batch["source"], batch[f"{m}_row"]) * n_features + batch[f"{m}_idx"]
+                    what, m = kind.split(":")
+                    # "values": one statistic over all entries (zeros add nothing to the sums).
+                    n_features = 1 if what == "values" else net.vocab_sizes[m]
+                    segment = tf.gather(batch["source"], batch[f"{m}_row"]) * n_features
+                    if what == "counts":
+                        segment += batch[f"{m}_idx"]
                     val = batch[f"{m}_val"]
                     sums = [tf.math.unsorted_segment_sum(v, segment, slots * n_features) for v in (val, val * val)]
                     out[name] = tf.reshape(tf.stack(sums), [2, slots, n_features])
@@ -195,11 +198,15 @@ def estimate_statistics(network, inputs, rows=None, slot=None, modalities=None, 
     ``slot=None``: every source slot gets the statistics of its own cells (precise BN).
     ``slot=s``: all cells (``rows``) are pooled into slot ``s`` (adaptation of an unseen source).
     With ``value_batchnorm`` the teacher's input depends on count-vector statistics, so
-    those are finished in a first pass; otherwise one pass does every layer.
+    those are finished in a first pass; otherwise one pass does every layer. A shared value
+    BatchNorm divides by cells x ``values_per_cell`` (its statistics count every gene).
     """
     modalities = list(modalities or network.modalities)
     layers = {name: layer for name, layer, _ in network.source_aware_layers()}
-    passes = [("counts",), ("pooled",)] if network.config.value_batchnorm else [("counts", "pooled")]
+    if network.config.value_batchnorm is None:
+        passes = [("counts", "pooled")]
+    else:
+        passes = [("counts", "values"), ("pooled",)]
     for phases in passes:
         fn, names = compiled(network).moments(modalities, phases)
         if not names:
@@ -214,9 +221,11 @@ def estimate_statistics(network, inputs, rows=None, slot=None, modalities=None, 
         count = acc.pop("__count")
         for name, _ in names:
             total, total_sq = acc[name]
+            per_cell = getattr(layers[name], "values_per_cell", 1)
             for s_ in np.flatnonzero(count > 0):
-                mean = total[s_] / count[s_]
-                var = np.maximum(total_sq[s_] / count[s_] - mean**2, 0.0)
+                n = count[s_] * per_cell
+                mean = total[s_] / n
+                var = np.maximum(total_sq[s_] / n - mean**2, 0.0)
                 layers[name].set_statistics(int(s_), mean.astype(np.float32), var.astype(np.float32))
 
 

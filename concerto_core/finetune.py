@@ -59,14 +59,13 @@ from .config import ConcertoConfig
 from .engine import MODEL_BATCH_KEY
 from .label_transfer import UNKNOWN, _check_threshold, apply_rejection, confidence_distributions
 from .model import Concerto
-from .training import fit_supervised, teacher_output
+from .training import PAPER_FINETUNE, fit_supervised, teacher_output  # noqa: F401 (PAPER_FINETUNE: public name)
 
 __all__ = ["ConcertoClassifier", "ClassifierPrediction", "fine_tune", "finetune_query", "rejection_curves",
            "clone_model", "HEAD_NAME", "HEAD_WEIGHTS"]
 
 HEAD_NAME = "classifier_head"
 HEAD_WEIGHTS = "classifier_head.weights.h5"
-PAPER_FINETUNE = {"lr": 1e-3, "epochs": 1, "batch_size": 32}
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -242,6 +242,38 @@ class SourceAwareBatchNorm(keras.layers.Layer):
         self.moving_variance.assign(tf.tensor_scatter_nd_update(self.moving_variance, [[slot]], [variance]))
 
 
+class SharedValueBatchNorm(SourceAwareBatchNorm):
+    """Source-aware BatchNorm of a (B, V) value matrix with *one* mean and variance per source,
+    taken over all of the source's cell x gene values (zeros included), and a scalar
+    scale/offset: ``(x - mean_s) / sqrt(var_s + eps) * gamma + beta``.
+
+    This is the input BatchNorm of the authors' released teacher (a Keras BatchNormalization
+    on the (B, V, 1) value tensor: one channel, so the statistics pool every cell and gene).
+    Statistics have shape (n_sources + 1, 1); ``values_per_cell`` (V) turns cell counts into
+    value counts where the statistics are computed outside the layer (precise BN).
+    """
+
+    def __init__(self, n_sources: int, values_per_cell: int, momentum: float = 0.9, epsilon: float = 1e-3, **kwargs):
+        super().__init__(n_sources, 1, momentum=momentum, epsilon=epsilon, **kwargs)
+        self.values_per_cell = int(values_per_cell)
+
+    def batch_moments(self, x, onehot):
+        """Per-source mean and variance (S, 1) over every entry of ``x`` (B, V), cell counts (S,)."""
+        ctx = tf.distribute.get_replica_context()
+        sync = ctx is not None and ctx.num_replicas_in_sync > 1
+        counts = tf.reduce_sum(onehot, axis=0)
+        sums = tf.matmul(onehot, tf.reduce_sum(x, axis=1, keepdims=True), transpose_a=True)
+        if sync:
+            counts, sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [counts, sums])
+        denom = tf.maximum(counts * tf.cast(tf.shape(x)[1], x.dtype), 1.0)[:, None]
+        mean = sums / denom
+        centred = x - tf.matmul(onehot, mean)  # (B, V) - (B, 1)
+        squares = tf.matmul(onehot, tf.reduce_sum(tf.square(centred), axis=1, keepdims=True), transpose_a=True)
+        if sync:
+            squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, squares)
+        return mean, squares / denom, counts
+
+
 def fused_batchnorm_dropout(bn: SourceAwareBatchNorm, rate: float, seed, idx, val, row, length, source):
     """Training-mode ``dropout(bn(x))`` of a flat batch's count vectors via the numba kernels.
 

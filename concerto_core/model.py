@@ -25,7 +25,7 @@ from .data import CellInputs, check_training_cells, normalise_modalities, read_m
 from .encoding import DEFAULT_MIN_GENE_OVERLAP, GeneVocabulary, ValueScale, encode_sources, looks_like_counts, warn_once
 from .engine import MODEL_BATCH_KEY, UNSEEN_SOURCE_MODES
 from .network import build_network, extended_values
-from .training import TrainingSettings, fit_contrastive, resolve_strategy  # noqa: F401 (resolve_strategy: public name)
+from .training import PAPER_FINETUNE, TrainingSettings, fit_contrastive, resolve_strategy  # noqa: F401 (resolve_strategy: public name)
 
 log = logging.getLogger("concerto_core")
 
@@ -515,9 +515,13 @@ class Concerto:
         query cells from the reference weights, and saves a new model directory
         ``output_dir`` whose manifest records the reference (path and weights sha256).
         ``batch_key`` as in :meth:`embed` (default: the reference's key; ``None`` = one query
-        source). ``lr`` defaults to the reference's final learning rate (``config.lr_end``),
-        constant unless ``lr_end`` is given. A reference trained without a ``batch_key`` has
-        one BatchNorm slot: fine-tuning then replaces its statistics with the query's.
+        source). ``lr`` defaults to 1e-3, the paper's learning rate for its fine-tuning
+        stage (Methods: Adam, 1e-3, 1 epoch; :data:`~concerto_core.training.PAPER_FINETUNE`),
+        and stays constant unless ``lr_end`` is given. The reference's own rates are not the
+        default: its final rate (``config.lr_end``, 1e-6 under the paper's 1e-4 -> 1e-6
+        schedule) leaves the weights practically where they are. A reference trained
+        without a ``batch_key`` has one BatchNorm slot: fine-tuning then replaces its
+        statistics with the query's.
         Returns the fine-tuned model. Mode (a) is ``Concerto.load(reference).embed(query)``.
         """
         ref, out = Path(reference_model_dir), Path(output_dir)
@@ -533,7 +537,7 @@ class Concerto:
         if model.batch_key is None:
             warnings.warn("the reference has no batch_key (one BatchNorm slot): query fine-tuning replaces its "
                           "statistics with the query's", UserWarning, stacklevel=2)
-        lr = model.config.lr_end if lr is None else float(lr)
+        lr = PAPER_FINETUNE["lr"] if lr is None else float(lr)
         lr_end = lr if lr_end is None else float(lr_end)
         model.train(epochs=epochs, lr=lr, lr_end=lr_end, batch_size=batch_size, seed=seed)
         section = {"reference_path": str(ref.resolve()),

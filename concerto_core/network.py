@@ -8,7 +8,9 @@ A mini-batch is a dict of tensors:
 * ``"source"`` (B,) int32: the source (batch) slot of each cell.
 
 Teacher (eqs 1-6, 11): per modality gene-embedding attention pooling, summed over
-modalities, source-aware BatchNorm, dropout, Dense + ReLU.
+modalities, source-aware BatchNorm, dropout, Dense + ReLU. With ``value_batchnorm='shared'``
+(the authors' code) the attention pools every gene of the vocabulary, zeros included, after a
+BatchNorm of the values (:meth:`ConcertoNetwork.teacher_inputs`).
 Student (eq 10): per modality count vector -> source-aware BatchNorm -> dropout ->
 Dense + ReLU, summed over modalities.
 """
@@ -23,7 +25,13 @@ import tensorflow as tf
 
 from . import kernels
 from .config import ConcertoConfig
-from .layers import AttentionPooling, SourceAwareBatchNorm, fused_batchnorm_dropout, resolve_cpu_kernels
+from .layers import (
+    AttentionPooling,
+    SharedValueBatchNorm,
+    SourceAwareBatchNorm,
+    fused_batchnorm_dropout,
+    resolve_cpu_kernels,
+)
 
 
 class ConcertoNetwork(keras.Model):
@@ -44,8 +52,9 @@ class ConcertoNetwork(keras.Model):
         for i, (m, vocab) in enumerate(self.vocab_sizes.items()):
             setattr(self, f"teacher_{m}_attention", AttentionPooling(vocab, d, kernel=kernel, dtype=mixed,
                                                                              name=f"teacher_{m}_attention"))
-            if config.value_batchnorm:
-                setattr(self, f"teacher_{m}_value_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
+            value_bn = {"shared": SharedValueBatchNorm, "per_gene": SourceAwareBatchNorm}.get(config.value_batchnorm)
+            if value_bn is not None:
+                setattr(self, f"teacher_{m}_value_bn", value_bn(n_sources, vocab, name=f"teacher_{m}_value_bn", **bn))
             setattr(self, f"student_{m}_bn", SourceAwareBatchNorm(n_sources, vocab, name=f"student_{m}_bn", **bn))
             setattr(self, f"student_{m}_dropout", keras.layers.Dropout(config.dropout, seed=seed + 1 + i, name=f"student_{m}_dropout"))
             for h in range(config.student_hidden_layers):
@@ -67,13 +76,24 @@ class ConcertoNetwork(keras.Model):
         b = tf.shape(batch[f"{m}_len"])[0]
         return tf.scatter_nd(coords, batch[f"{m}_val"], shape=tf.stack([b, self.vocab_sizes[m]]))
 
-    def teacher_values(self, batch, m, training=False):
-        """The per-gene values the teacher scales embeddings by (optionally BatchNormed)."""
-        val = batch[f"{m}_val"]
-        if not self.config.value_batchnorm:
-            return val
+    def teacher_inputs(self, batch, m, training=False):
+        """``(idx, val, row, length)`` the teacher's attention pools for modality ``m``.
+
+        ``value_batchnorm=None``: the batch's expressed entries, values as they are.
+        ``'per_gene'``: the same entries, values per-gene BatchNormed.
+        ``'shared'``: all V genes of every cell (B x V entries, ``length`` = V), values
+        BatchNormed with one shared mean/variance, so unexpressed genes take part too.
+        """
+        idx, val, row, length = (batch[f"{m}_{k}"] for k in ("idx", "val", "row", "len"))
+        mode = self.config.value_batchnorm
+        if mode is None:
+            return idx, val, row, length
         dense = self.layer_of(f"teacher_{m}_value_bn")(self.dense_values(batch, m), batch["source"], training=training)
-        return tf.gather_nd(dense, tf.stack([batch[f"{m}_row"], batch[f"{m}_idx"]], axis=-1))
+        if mode == "per_gene":
+            return idx, tf.gather_nd(dense, tf.stack([row, idx], axis=-1)), row, length
+        n_cells, vocab = tf.shape(dense)[0], self.vocab_sizes[m]
+        return (tf.tile(tf.range(vocab, dtype=tf.int32), [n_cells]), tf.reshape(dense, [-1]),
+                tf.repeat(tf.range(n_cells, dtype=tf.int32), vocab), tf.fill([n_cells], tf.constant(vocab, tf.int32)))
 
     # -- forward passes --------------------------------------------------------------------
     def present(self, batch):
@@ -85,12 +105,13 @@ class ConcertoNetwork(keras.Model):
         total, attention = None, {}
         for m in self.present(batch):
             layer = self.layer_of(f"teacher_{m}_attention")
-            out = layer(
-                batch[f"{m}_idx"], self.teacher_values(batch, m, training), batch[f"{m}_row"], batch[f"{m}_len"],
-                return_attention=return_attention,
-            )
+            out = layer(*self.teacher_inputs(batch, m, training), return_attention=return_attention)
             if return_attention:
                 out, attention[m] = out
+                if self.config.value_batchnorm == "shared":
+                    # Report the expressed entries only (the rest of each cell's weight sits on
+                    # its unexpressed genes), aligned with the batch's idx/row like the other modes.
+                    attention[m] = tf.gather(attention[m], batch[f"{m}_row"] * self.vocab_sizes[m] + batch[f"{m}_idx"])
             if self.config.tanh_after_pooling:
                 out = tf.tanh(out)
             total = out if total is None else total + out
@@ -128,13 +149,16 @@ class ConcertoNetwork(keras.Model):
     def source_aware_layers(self):
         """(name, layer, kind) of every source-aware BatchNorm in forward order.
 
-        ``kind`` is ``"counts:<m>"`` when the layer's input is modality m's count vector,
-        ``"pooled"`` for the teacher BN after attention pooling.
+        ``kind`` is ``"counts:<m>"`` when the layer's input is modality m's count vector
+        (per-feature statistics), ``"values:<m>"`` when it is the same vector with one
+        statistic over all its entries (:class:`SharedValueBatchNorm`), ``"pooled"`` for the
+        teacher BN after attention pooling.
         """
         out = []
         for m in self.modalities:
-            if self.config.value_batchnorm:
-                out.append((f"teacher_{m}_value_bn", self.layer_of(f"teacher_{m}_value_bn"), f"counts:{m}"))
+            if self.config.value_batchnorm is not None:
+                kind = "values" if self.config.value_batchnorm == "shared" else "counts"
+                out.append((f"teacher_{m}_value_bn", self.layer_of(f"teacher_{m}_value_bn"), f"{kind}:{m}"))
             out.append((f"student_{m}_bn", self.layer_of(f"student_{m}_bn"), f"counts:{m}"))
         out.append(("teacher_bn", self.teacher_bn, "pooled"))
         return out

@@ -26,6 +26,10 @@ from .settings import show_progress_bar
 
 log = logging.getLogger("concerto_core")
 
+#: The paper's fine-tuning stage (Methods, "Hyperparameters": "For fine-tuning stage, learning
+#: rate is set to be 1e-3 using Adam optimizer training for 1 epoch"; mini-batch 32).
+PAPER_FINETUNE = {"lr": 1e-3, "epochs": 1, "batch_size": 32}
+
 
 @dataclass(frozen=True)
 class TrainingSettings:

@@ -185,6 +185,39 @@ def test_finetune_query_keeps_reference_and_writes_new_model(pretrained, data, t
         finetune_query(ref_dir, query, out_dir)
 
 
+def _mean_cosine_distance(a, b):
+    return float(np.mean(1 - np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def test_finetune_query_default_learning_rate_trains(data, tmp_path):
+    """With a reference on the paper's schedule (lr 1e-4 -> lr_end 1e-6) the default rate must
+    still move the weights and the query embedding; the reference's lr_end (the old default)
+    leaves both where they were."""
+    paper = CFG.replace(batch_size=32, epochs=1, lr=1e-4, lr_end=1e-6)
+    Concerto(data, batch_key="batch", config=paper, verbose=False).train().save(tmp_path / "ref")
+    reference = Concerto.load(tmp_path / "ref", verbose=False)
+    query = simulate_groups(n_cells=150, n_genes=120, seed=7)
+    query.obs["batch"] = "query_lab"
+    z_before = reference.get_latent_representation(query)
+    w_before = reference.network.teacher_dense.kernel.numpy()
+
+    def change(model):
+        w = model.network.teacher_dense.kernel.numpy()
+        return (_mean_cosine_distance(z_before, model.get_latent_representation(query)),
+                float(np.linalg.norm(w - w_before) / np.linalg.norm(w_before)))
+
+    tuned = finetune_query(tmp_path / "ref", query, tmp_path / "default")
+    assert tuned.history[-1]["lr_end_of_epoch"] == pytest.approx(1e-3)
+    manifest = json.loads((tmp_path / "default" / "manifest.json").read_text())["query_finetune"]
+    assert manifest["lr"] == manifest["lr_end"] == 1e-3
+    embedding, weights = change(tuned)
+    print(f"default lr: mean cosine distance {embedding:.4f}, relative weight change {weights:.2e}")
+    assert embedding > 5e-3 and weights > 1e-3  # measured ~0.02 and ~0.016
+    frozen = change(finetune_query(tmp_path / "ref", query, tmp_path / "lr_end", lr=reference.config.lr_end))
+    print(f"lr = reference lr_end: mean cosine distance {frozen[0]:.2e}, relative weight change {frozen[1]:.2e}")
+    assert frozen[0] < 5e-4 and frozen[1] < 1e-4  # explicit lr= is used as given
+
+
 def test_add_sources_keeps_existing_outputs(pretrained, data):
     from concerto_core.finetune import clone_model
 

@@ -267,13 +267,17 @@ def test_multimodal_rna_plus_protein(tmp_path):
     assert "teacher_protein_attention/gene_embedding" in names and "student_protein_dense/kernel" in names
 
 
-def test_authors_code_variant_runs():
+@pytest.mark.parametrize("value_batchnorm", ["shared", "per_gene"])
+def test_authors_code_variant_runs(value_batchnorm, tmp_path):
     adata = simulate_groups(n_cells=120, n_genes=40)
-    cfg = ConcertoConfig(embedding_dim=16, batch_size=40, epochs=1, tanh_after_pooling=True, value_batchnorm=True,
-                         student_hidden_layers=1, dropout=0.1)
+    cfg = ConcertoConfig(embedding_dim=16, batch_size=40, epochs=1, tanh_after_pooling=True,
+                         value_batchnorm=value_batchnorm, student_hidden_layers=1, dropout=0.1)
     model = Concerto(adata, batch_key="batch", config=cfg, verbose=False)
     model.train()
-    assert np.isfinite(model.get_latent_representation(adata)).all()
+    z = model.get_latent_representation(adata)
+    assert np.isfinite(z).all()
+    model.save(tmp_path / "m")
+    np.testing.assert_allclose(Concerto.load(tmp_path / "m", verbose=False).get_latent_representation(adata), z, atol=1e-6)
 
 
 def test_cli_pretrain_and_embed(tmp_path):
