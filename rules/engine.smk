@@ -64,6 +64,8 @@ rule train_concerto:
     benchmark:
         "results/benchmarks/train_concerto/{experiment}_{fold}_{prep}_seed{seed}.tsv"
     threads: workflow.cores
+    # before single-threaded competitors, which would otherwise hold a core while it waits for all
+    priority: 10
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         gpu=1,

@@ -28,14 +28,25 @@ NOT_CONFIGURED_REASON = "compared in the paper's panel; not run by this study (n
 
 
 def with_paper_methods(df: pd.DataFrame, paper_methods) -> pd.DataFrame:
-    """Score rows plus a 'not configured' row for each method the paper compares that did not run."""
+    """Score rows plus 'not configured' rows (one per experiment, preprocessing and metric) for each
+    method the paper compares in the panel that this study did not run."""
     missing = [m for m in paper_methods if m not in set(df["method"])]
     if not missing:
         return df
-    rows = pd.DataFrame([{**df.iloc[0].to_dict(), "method": m, "kind": "method", "metric": metric,
-                          "setting": "", "value": np.nan, "status": NOT_CONFIGURED, "reason": NOT_CONFIGURED_REASON,
-                          "log": ""} for m in missing for metric in df["metric"].unique()])
+    base = df.drop_duplicates(["experiment", "preprocessing", "metric"])
+    rows = pd.concat([base.assign(method=m, kind="method", fold="", seed="", setting="", value=np.nan,
+                                  status=NOT_CONFIGURED, reason=NOT_CONFIGURED_REASON, log="")
+                      for m in missing], ignore_index=True)
     return pd.concat([df, rows], ignore_index=True)
+
+
+def _title_and_note(fig, title: str, df: pd.DataFrame, n_legend_rows: int) -> None:
+    """Title wrapped above the panels; the not-run reasons below the legend (never over the axes)."""
+    fig.suptitle(textwrap.fill(title, 140), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 - 0.03 * title.count("\n")))
+    note = _not_run_note(df)
+    if note:
+        fig.text(0.5, -0.06 - 0.05 * n_legend_rows, note, ha="center", va="top", fontsize=7, color="0.25")
 
 
 def not_configured_table(paper_methods, present) -> dict[str, pd.DataFrame]:
@@ -108,8 +119,7 @@ def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: 
         ax.set_ylabel(axis_label(metric), fontsize=8)
         ax.axhline(0, color="0.5", lw=0.5)
     _legend(fig, methods, colors, kinds)
-    note = _not_run_note(df)
-    fig.suptitle(title + ("\n" + note if note else ""), fontsize=9)
+    _title_and_note(fig, title, df, -(-len(methods) // 5))
     _save(fig, out)
 
 
@@ -143,8 +153,7 @@ def plot_box(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) -> N
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(axis_label(metric), fontsize=8)
-    note = _not_run_note(df)
-    fig.suptitle(title + ("\n" + note if note else ""), fontsize=9)
+    _title_and_note(fig, title, df, 0)
     _save(fig, out)
 
 
@@ -164,7 +173,7 @@ def plot_heatmap(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, titl
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white")
         fig.colorbar(im, ax=ax, label=axis_label(metric))
-    fig.suptitle(title, fontsize=9)
+    _title_and_note(fig, title, df, 0)
     _save(fig, out)
 
 
