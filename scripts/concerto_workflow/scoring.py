@@ -184,8 +184,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("pearson", ("impute",), True, "Pearson r per feature, imputed vs measured (test cells)", pearson),
     Metric("pearson_median", ("impute",), True, "median over features of the Pearson r", pearson_median),
 )}
-#: reported for every successful method output
-RESOURCE_METRICS = {"runtime_s": False, "peak_memory_mb": False}
+#: reported for every successful method output (runtime_s, peak_memory_mb) or by benchmarks:
+#: metric -> higher is better
+RESOURCE_METRICS = {"runtime_s": False, "peak_memory_mb": False, "seconds": False, "cells_per_s": True,
+                    "peak_rss_gib": False}
 
 
 def metrics_for(task: str) -> list[str]:
@@ -193,7 +195,11 @@ def metrics_for(task: str) -> list[str]:
 
 
 def higher_is_better(metric: str) -> bool:
-    return METRICS[metric].higher_is_better if metric in METRICS else not RESOURCE_METRICS.get(metric, True)
+    if metric in METRICS:
+        return METRICS[metric].higher_is_better
+    if metric in RESOURCE_METRICS:
+        return RESOURCE_METRICS[metric]
+    raise KeyError(f"unknown metric {metric!r}; known: {sorted(METRICS) + sorted(RESOURCE_METRICS)}")
 
 
 def axis_label(metric: str) -> str:

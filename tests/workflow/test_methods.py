@@ -49,6 +49,8 @@ def test_embed_map_annotate_outputs_meet_contracts(tmp_path, raw_adata):
     status, an = _run(tmp_path, "logreg", "annotate", tmp_path / "cells.h5ad")
     acc = (an.obs.loc[held, PREDICTED].astype(str) == an.obs.loc[held, "cell_type"].astype(str)).mean()
     assert status == OK and acc > 0.5
+    status, h = _run(tmp_path, "harmony", "embed", tmp_path / "cells.h5ad", params={"max_iter_harmony": 2})
+    assert status == OK and h.obsm["X_emb"].shape == (a.n_obs, 10)
     status, cl = _run(tmp_path, "pca", "cluster", tmp_path / "cells.h5ad", settings=(0.2, 1.0))
     assert status == OK and cl.obsm["clusters"].shape == (a.n_obs, 2)
     assert len(np.unique(cl.obsm["clusters"][:, 1])) > len(np.unique(cl.obsm["clusters"][:, 0]))

@@ -58,3 +58,5 @@ def test_every_metric_declares_direction_and_task():
     for m in scoring.METRICS.values():
         assert m.tasks and isinstance(m.higher_is_better, bool)
     assert scoring.axis_label("asw_batch") == "asw_batch (lower is better)"
+    assert scoring.axis_label("runtime_s") == "runtime_s (lower is better)"
+    assert scoring.axis_label("cells_per_s") == "cells_per_s (higher is better)"

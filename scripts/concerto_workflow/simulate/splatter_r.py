@@ -20,6 +20,8 @@ def _r_available():
     except Exception as e:  # ImportError, or R itself missing (rpy2 raises at import)
         raise RuntimeError(f"backend='r' needs rpy2 and R, which are not importable ({e}); "
                            + INSTALL_HINT) from e
+    # empty library directories (Debian's /usr/local/lib/R/site-library) only add a warning
+    ro.r(".libPaths(Filter(function(p) length(dir(p)) > 0, .libPaths()))")
     try:
         splatter = importr("splatter")
     except Exception as e:
