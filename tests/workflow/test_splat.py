@@ -124,12 +124,13 @@ def test_robustness_grid():
 
 
 def test_r_backend_missing_dependency_message():
+    from concerto_workflow.simulate.splatter_r import _r_available
+
     try:
-        import rpy2.robjects  # noqa: F401
-        from rpy2.robjects.packages import importr
-        importr("splatter")
-        pytest.skip("R + splatter are installed here")
-    except Exception:
+        _r_available()
+    except RuntimeError:
         pass
+    else:
+        pytest.skip("R + splatter are installed here")
     with pytest.raises(RuntimeError, match=r"BiocManager::install\('splatter'\).*rpy2==3.5.17"):
         splatter_simulate(SplatParams(n_genes=10), backend="r")

@@ -69,9 +69,9 @@ def seurat_embed(adata, ctx, *, n_features: int = 2000):
     g["n_features"] = int(min(n_features, adata.n_vars))
     g["seed"] = int(seed)
     emb = ro.r("""
-        # empty library directories (Debian's /usr/local/lib/R/site-library) only add a warning
-        .libPaths(Filter(function(p) length(dir(p)) > 0, .libPaths()))
-        suppressPackageStartupMessages({library(Seurat); library(Matrix)})
+        # library() warns about empty library directories (Debian's /usr/local/lib/R/site-library)
+        libs <- Filter(function(p) length(dir(p)) > 0, .libPaths())
+        suppressPackageStartupMessages({library(Seurat, lib.loc = libs); library(Matrix, lib.loc = libs)})
         set.seed(seed)
         m <- sparseMatrix(i = x_i + 1, p = x_p, x = x_x, dims = dims_xy,
                           dimnames = list(genes, cells))

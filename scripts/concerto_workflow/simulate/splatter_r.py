@@ -20,10 +20,10 @@ def _r_available():
     except Exception as e:  # ImportError, or R itself missing (rpy2 raises at import)
         raise RuntimeError(f"backend='r' needs rpy2 and R, which are not importable ({e}); "
                            + INSTALL_HINT) from e
-    # empty library directories (Debian's /usr/local/lib/R/site-library) only add a warning
-    ro.r(".libPaths(Filter(function(p) length(dir(p)) > 0, .libPaths()))")
+    # library() warns about empty library directories (Debian's /usr/local/lib/R/site-library)
+    libs = list(ro.r("Filter(function(p) length(dir(p)) > 0, .libPaths())"))
     try:
-        splatter = importr("splatter")
+        splatter = importr("splatter", lib_loc=libs)
     except Exception as e:
         raise RuntimeError(f"backend='r' needs the R package 'splatter' ({e}); " + INSTALL_HINT) from e
     return ro, splatter
