@@ -117,7 +117,7 @@ def figure_umaps(wildcards):
 def figure_method_outputs(wildcards):
     f = figure_spec(wildcards)
     name, prep, fold, seed = _figure_focus(f)
-    methods = [f["method"]] if f["type"] == "confusion" else None
+    methods = [f["method"]] if f["type"] in ("confusion", "sankey") else None
     return fold_outputs(name, OUTPUT, methods=methods, preps=[prep], folds=[fold], seeds=[seed])
 
 
@@ -135,8 +135,9 @@ def figures_of(*types):
 
 def figure_params(wildcards):
     f = figure_spec(wildcards)
-    metrics = list(f.get("metrics") or dict.fromkeys(m for x in f["experiments"]
-                                                     for m in wc_cfg.experiment_metrics(config, x)))
+    default = (["runtime_s", "peak_memory_mb"] if f["type"] == "loglog" else
+               dict.fromkeys(m for x in f["experiments"] for m in wc_cfg.experiment_metrics(config, x)))
+    metrics = list(f.get("metrics") or default)
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
     return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),

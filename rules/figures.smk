@@ -8,7 +8,7 @@ rule plot_table_figure:
     output:
         report("results/figures/{figure}.png", **FIGURE_REPORT),
     wildcard_constraints:
-        figure=figures_of("bars", "box", "heatmap"),
+        figure=figures_of("bars", "box", "heatmap", "loglog"),
     params:
         figure=figure_params,
         caption=caption_text,
@@ -48,7 +48,7 @@ rule plot_prediction_figure:
     output:
         report("results/figures/{figure}.png", **FIGURE_REPORT),
     wildcard_constraints:
-        figure=figures_of("confusion", "densities"),
+        figure=figures_of("confusion", "sankey", "densities"),
     params:
         figure=figure_params,
         caption=caption_text,

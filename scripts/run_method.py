@@ -14,7 +14,7 @@ ctx = RunContext(seed=int(wc.seed), n_comps=p.n_comps, threads=sm.threads,
                  model_dir=sm.input.get("model"), settings=tuple(p.resolutions), feature_key=p.feature_key,
                  feature_names=feature_names)
 provenance = dict(experiment=wc.experiment, dataset=p.dataset, split=p.split, fold=wc.fold,
-                  preprocessing=wc.prep, log=sm.log[0])
+                  preprocessing=wc.prep, log=sm.log[0], retry_of=p.previous_failure)
 status = run_method(method=wc.method, task=p.task, cells_path=sm.input.cells, output=sm.output[0],
                     provenance=provenance, params=dict(p.method_params), ctx=ctx, knn_k=p.knn_k)
 print(f"status: {status}", flush=True)

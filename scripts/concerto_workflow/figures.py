@@ -313,3 +313,105 @@ def plot_runtimes(rules: pd.DataFrame, methods: pd.DataFrame, out: str) -> None:
     fig.suptitle("Run time of the workflow on this machine", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
+
+
+# -------------------------------------------------------------------------------------- Sankey
+def sankey_table(a) -> pd.DataFrame:
+    """Flows of the test cells from true to predicted label: true, predicted, n (n > 0 only)."""
+    conf = confusion_table(a)
+    return conf.loc[conf["n"] > 0, ["true", "predicted", "n"]].reset_index(drop=True)
+
+
+def _stack(sizes: pd.Series, gap: float) -> dict:
+    """Bottom position of each category in a column of stacked blocks (largest on top)."""
+    pos, y = {}, 0.0
+    for cat in sizes.sort_values().index:
+        pos[cat] = y
+        y += sizes[cat] + gap
+    return pos
+
+
+def plot_sankey(a, out: str, *, title: str) -> None:
+    """Truth (left) to prediction (right) of one method's test cells; ribbon width = cells."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.set_title(title, fontsize=9)
+    if a.uns["status"] != OK:
+        _not_run(ax, a.uns["status"], a.uns["reason"])
+        _save(fig, out)
+        return
+    flows = sankey_table(a)
+    total = flows["n"].sum()
+    gap = 0.02 * total
+    left_sizes = flows.groupby("true")["n"].sum()
+    right_sizes = flows.groupby("predicted")["n"].sum()
+    left, right = _stack(left_sizes, gap), _stack(right_sizes, gap)
+    colors = _palette(sorted(set(left_sizes.index) | set(right_sizes.index)))
+    left_used = {k: 0.0 for k in left}
+    right_used = {k: 0.0 for k in right}
+    xs = np.linspace(0.1, 0.9, 60)
+    ease = (1 - np.cos(np.pi * (xs - 0.1) / 0.8)) / 2            # smooth S-shaped ribbon
+    for r in flows.sort_values(["true", "predicted"]).itertuples():
+        y0 = left[r.true] + left_used[r.true]
+        y1 = right[r.predicted] + right_used[r.predicted]
+        left_used[r.true] += r.n
+        right_used[r.predicted] += r.n
+        lower = y0 + (y1 - y0) * ease
+        ax.fill_between(xs, lower, lower + r.n, color=colors[r.true], alpha=0.45, linewidth=0)
+    for side, sizes, pos, x in (("true", left_sizes, left, 0.1), ("predicted", right_sizes, right, 0.9)):
+        for cat, n in sizes.items():
+            ax.add_patch(plt.Rectangle((x - 0.02 if side == "true" else x, pos[cat]), 0.02, n,
+                                       color=colors[cat]))
+            ax.text(x - 0.03 if side == "true" else x + 0.03, pos[cat] + n / 2, f"{cat} ({int(n)})",
+                    ha="right" if side == "true" else "left", va="center", fontsize=7)
+    ax.text(0.1, -0.04, "true label", ha="center", va="top", fontsize=8, transform=ax.transAxes)
+    ax.text(0.9, -0.04, "predicted label", ha="center", va="top", fontsize=8, transform=ax.transAxes)
+    ax.set_xlim(-0.35, 1.35)
+    ax.set_ylim(-gap, max(sum(left_sizes) + gap * len(left_sizes), sum(right_sizes) + gap * len(right_sizes)))
+    ax.axis("off")
+    _save(fig, out)
+
+
+# ------------------------------------------------------------------------------------- log-log
+def scaling_exponents(df: pd.DataFrame, metric: str, *, size_metric: str = "n_cells") -> pd.Series:
+    """Per method, the slope of log(metric) against log(cells): 1 = linear scaling."""
+    ok = df[df["status"] == OK]
+    keys = ["experiment", "fold", "preprocessing", "method", "seed"]
+    wide = ok[ok["metric"].isin([metric, size_metric])].pivot_table(
+        index=keys, columns="metric", values="value", aggfunc="first").dropna()
+    slopes = {}
+    for method, g in wide.groupby(level="method"):
+        g = g[(g[metric] > 0) & (g[size_metric] > 0)]
+        if g[size_metric].nunique() >= 2:
+            slopes[method] = float(np.polyfit(np.log(g[size_metric]), np.log(g[metric]), 1)[0])
+    return pd.Series(slopes, name=f"{metric} exponent", dtype=float)
+
+
+def plot_loglog(df: pd.DataFrame, out: str, *, metrics: list[str], title: str,
+                size_metric: str = "n_cells") -> None:
+    """One panel per resource metric against the number of cells, log-log, a line per method
+    (mean over seeds); the fitted scaling exponent is in the legend."""
+    methods = method_order(df)
+    kinds = df.drop_duplicates("method").set_index("method")["kind"]
+    colors = _palette(methods)
+    fig, axes = plt.subplots(1, len(metrics), squeeze=False, figsize=(4.2 * len(metrics), 3.8))
+    ok = df[df["status"] == OK]
+    keys = ["experiment", "fold", "preprocessing", "method", "seed"]
+    for ax, metric in zip(axes[0], metrics):
+        wide = ok[ok["metric"].isin([metric, size_metric])].pivot_table(
+            index=keys, columns="metric", values="value", aggfunc="first").dropna().reset_index()
+        slopes = scaling_exponents(df, metric, size_metric=size_metric)
+        for m in methods:
+            g = wide[wide["method"] == m] if not wide.empty else wide
+            if g.empty:
+                continue
+            line = g.groupby(size_metric)[metric].agg(["mean", "std"]).reset_index()
+            label = m + (f" (slope {slopes[m]:.2f})" if m in slopes else "")
+            ax.errorbar(line[size_metric], line["mean"], yerr=line["std"].fillna(0), marker="o", ms=3,
+                        capsize=2, color=colors[m], ls="--" if kinds[m] in CONTROL_KINDS else "-", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("cells (log scale)")
+        ax.set_ylabel(axis_label(metric) + " (log scale)", fontsize=8)
+        ax.legend(fontsize=6, frameon=False)
+    _title_and_note(fig, title, df, 0)
+    _save(fig, out)

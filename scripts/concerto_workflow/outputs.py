@@ -101,8 +101,9 @@ def held_out(a: ad.AnnData) -> np.ndarray:
 
 
 def recorded_failure(path: str) -> str:
-    """'' unless ``path`` is an existing output with status 'failed'; then 'failed: <reason>'
-    (read straight from the file's uns, without loading the AnnData)."""
+    """'failed: <reason>' for an existing output with status 'failed'; for any other existing
+    output the failure it was a retry of (``uns['retry_of']``, so a recovered job keeps the param
+    value it ran with and is not rerun again); else ''. Read straight from the file's uns."""
     import os
 
     import h5py
@@ -113,8 +114,8 @@ def recorded_failure(path: str) -> str:
         with h5py.File(path, "r") as f:
             status = f["uns/status"][()]
             reason = f["uns/reason"][()] if "uns/reason" in f else b""
+            retry_of = f["uns/retry_of"][()] if "uns/retry_of" in f else b""
     except (OSError, KeyError):
         return ""
-    status = status.decode() if isinstance(status, bytes) else str(status)
-    reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-    return f"failed: {reason}" if status == "failed" else ""
+    status, reason, retry_of = (x.decode() if isinstance(x, bytes) else str(x) for x in (status, reason, retry_of))
+    return f"failed: {reason}" if status == "failed" else retry_of

@@ -184,10 +184,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("pearson", ("impute",), True, "Pearson r per feature, imputed vs measured (test cells)", pearson),
     Metric("pearson_median", ("impute",), True, "median over features of the Pearson r", pearson_median),
 )}
-#: reported for every successful method output (runtime_s, peak_memory_mb) or by benchmarks:
-#: metric -> higher is better
-RESOURCE_METRICS = {"runtime_s": False, "peak_memory_mb": False, "seconds": False, "cells_per_s": True,
-                    "peak_rss_gib": False}
+#: reported for every successful method output (runtime_s, peak_memory_mb, and n_cells, the
+#: cells the method processed: the x axis of log-log scaling figures) or by benchmarks:
+#: metric -> higher is better (None: a size, neither)
+RESOURCE_METRICS = {"runtime_s": False, "peak_memory_mb": False, "n_cells": None, "seconds": False,
+                    "cells_per_s": True, "peak_rss_gib": False}
 
 
 def metrics_for(task: str) -> list[str]:
@@ -203,7 +204,8 @@ def higher_is_better(metric: str) -> bool:
 
 
 def axis_label(metric: str) -> str:
-    return f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)"
+    better = higher_is_better(metric)
+    return metric if better is None else f"{metric} ({'higher' if better else 'lower'} is better)"
 
 
 def score(a: ad.AnnData, names: list[str], params: dict) -> dict:
@@ -213,4 +215,5 @@ def score(a: ad.AnnData, names: list[str], params: dict) -> dict:
         log.info("%s = %s", name, out[name])
     out["runtime_s"] = float(a.uns["seconds"])
     out["peak_memory_mb"] = float(a.uns["peak_memory_mb"])
+    out["n_cells"] = float(a.n_obs)
     return out

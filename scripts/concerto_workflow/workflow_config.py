@@ -16,7 +16,8 @@ from .splits import fold_names
 
 #: what each figure type can draw
 FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "umap_grid": ("embed", "map"),
-                "confusion": ("map", "annotate"), "densities": ("map", "annotate")}
+                "confusion": ("map", "annotate"), "sankey": ("map", "annotate"), "densities": ("map", "annotate"),
+                "loglog": TASKS}
 #: keys each split kind needs
 SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),
               "leave_one_out": ("key",), "label_mask": ("remove",)}
@@ -162,10 +163,10 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
         if f.get("preprocessing") and f["preprocessing"] not in e["preprocessing"]:
             raise ConfigError(f"config key '{key}.preprocessing': {f['preprocessing']!r} is not among "
                               f"experiment {x!r}'s {e['preprocessing']}")
-        if f["type"] == "confusion" and f.get("method", "concerto") not in e["methods"]:
+        if f["type"] in ("confusion", "sankey") and f.get("method", "concerto") not in e["methods"]:
             raise ConfigError(f"config key '{key}.method': {f.get('method')!r} is not run by experiment {x!r}")
         for metric in f.get("metrics") or []:
-            if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb"]:
+            if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb", "n_cells"]:
                 raise ConfigError(f"config key '{key}.metrics': experiment {x!r} does not compute "
                                   f"{metric!r}; it computes {experiment_metrics(config, x)}")
     cap = f.get("caption")

@@ -50,3 +50,42 @@ def test_prediction_figures_draw(tmp_path):
     figures.plot_confusion(a, str(tmp_path / "c.png"), title="t")
     figures.plot_densities({"m": a, "symphony": None}, str(tmp_path / "d.png"), title="t")
     assert (tmp_path / "c.png").stat().st_size > 5000 and (tmp_path / "d.png").stat().st_size > 5000
+
+
+def test_sankey_flows_are_the_test_cells(tmp_path):
+    n = 60
+    a = ad.AnnData(obs=pd.DataFrame({"cell_type": np.tile(["x", "y", "z"], n // 3), ROLE: [VALID, TEST] * (n // 2)},
+                                    index=[f"c{i}" for i in range(n)]))
+    a.obs[PREDICTED] = np.tile(["x", "y", "y"], n // 3)
+    a.uns.update(status="ok", reason="")
+    flows = figures.sankey_table(a)
+    assert flows["n"].sum() == n // 2 and (flows["n"] > 0).all()          # every test cell, once
+    assert set(flows.loc[flows["true"] == "z", "predicted"]) == {"y"}        # z is always called y
+    figures.plot_sankey(a, str(tmp_path / "s.png"), title="t")
+    assert (tmp_path / "s.png").stat().st_size > 5000
+    a.uns.update(status="failed", reason="boom")
+    figures.plot_sankey(a, str(tmp_path / "f.png"), title="t")               # not run: drawn, not raised
+
+
+def _scaling_scores(exponent_a=1.0, exponent_b=2.0):
+    rows = []
+    for i, n in enumerate((1_000, 4_000, 16_000)):
+        for method, kind, k in (("concerto", "method", exponent_a), ("seurat", "method", exponent_b)):
+            for seed in (0, 1):
+                prov = dict(PROV, experiment=f"scale{i}", fold="all", method=method, seed=seed)
+                rows.append(tables.rows(prov, kind, {"runtime_s": 1e-3 * n ** k * (1 + 0.01 * seed),
+                                                     "peak_memory_mb": 50 + n / 100, "n_cells": n}))
+    rows.append(tables.rows(dict(PROV, experiment="scale2", fold="all", method="scarches", seed=0), "method", {},
+                            status="not_installed", reason="scarches not installed", log="l",
+                            metrics=["runtime_s"]))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_loglog_recovers_scaling_exponents(tmp_path):
+    df = _scaling_scores()
+    slopes = figures.scaling_exponents(df, "runtime_s")
+    np.testing.assert_allclose(slopes[["concerto", "seurat"]], [1.0, 2.0], atol=0.01)
+    assert "scarches" not in slopes                                        # not run: no slope invented
+    out = tmp_path / "loglog.png"
+    figures.plot_loglog(df, str(out), metrics=["runtime_s", "peak_memory_mb"], title="scaling")
+    assert out.stat().st_size > 5000

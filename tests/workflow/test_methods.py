@@ -81,7 +81,16 @@ def test_signal_kill_becomes_failed_row_naming_the_signal(tmp_path, raw_adata, m
     status, e = _run(tmp_path, "pca", "embed", tmp_path / "cells.h5ad")
     assert status == FAILED and "SIGKILL" in e.uns["reason"] and "out of memory" in e.uns["reason"]
     # what the run_method rule's params read: a new failure makes the next run retry the job
-    assert outputs.recorded_failure(str(tmp_path / "pca_embed.h5ad")).startswith("failed: killed by SIGKILL")
+    failure = outputs.recorded_failure(str(tmp_path / "pca_embed.h5ad"))
+    assert failure.startswith("failed: killed by SIGKILL")
+    # the retry succeeds: its output remembers the failure it retried, so the param (and with it
+    # Snakemake's params trigger) keeps the value the retry ran with -- no third run
+    monkeypatch.undo()
+    out = str(tmp_path / "retry.h5ad")
+    run_method(method="pca", task="embed", cells_path=str(tmp_path / "cells.h5ad"), output=out,
+               provenance=dict(experiment="e", dataset="d", split="s", fold="f", preprocessing="p", log="l",
+                               retry_of=failure), params={}, ctx=RunContext(n_comps=10))
+    assert outputs.read_output(out, "embed").uns["status"] == OK and outputs.recorded_failure(out) == failure
 
 
 def test_missing_dependency_becomes_not_installed(tmp_path, raw_adata, monkeypatch):

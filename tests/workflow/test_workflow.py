@@ -121,7 +121,7 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     work, common = tiny_run
     res = work / "results"
     for f in ("fig3e_umap_tiny", "fig3g_tiny", "fig4a_tiny", "fig4b_tiny", "fig2a_tiny", "supp01_tiny",
-              "fig2d_tiny", "runtimes"):
+              "fig2d_tiny", "fig2i_tiny", "fig4g_tiny", "runtimes"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 5000, f
     rt = pd.read_csv(res / "runtimes.tsv", sep="\t")
     assert {"rule", "job", "s"} <= set(rt.columns) and "train_concerto" in set(rt["rule"])

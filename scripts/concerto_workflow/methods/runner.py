@@ -33,8 +33,6 @@ from ..columns import (CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDIN
 from ..outputs import check_output
 from .api import RunContext
 
-log = logging.getLogger(__name__)
-
 
 class MethodFailed(RuntimeError):
     """A required method (Concerto) failed: the workflow must stop."""
