@@ -1,0 +1,132 @@
+# Paper Fig 5: the COVID-19 query mapped hierarchically onto a healthy PBMC reference, then the
+# post-mapping analysis (concerto_workflow.covid) and one figure per panel. Switched by
+# config covid.enabled; datasets come from rule prepare_dataset.
+
+from concerto_workflow.covid import COMPARTMENTS as COVID_COMPARTMENTS
+
+COVID = config.get("covid", {})
+COVID_DIR = "results/covid"
+if COVID.get("enabled", False):
+    for _role in ("reference", "query"):
+        if COVID[_role] not in config["datasets"]:
+            raise ValueError(f"config key 'covid.{_role}': dataset {COVID[_role]!r} is not in 'datasets' "
+                             f"({sorted(config['datasets'])})")
+COVID_TABLES = ["states", "percentages", "tests", "markers", "de"]
+#: figure -> (panel, compartment of concerto_workflow.covid.COMPARTMENTS or None, title)
+COVID_FIGURES = {
+    "fig5a_hierarchical_mapping": ("5a", None, "COVID-19 query mapped onto the healthy reference: Level-1 labels"),
+    "fig5b_cd8_t": ("5b", "cd8", "CD8 T cells: Level-2 subtypes and exhausted CD8 T by disease status"),
+    "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status"),
+    "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status"),
+}
+
+
+def covid_targets():
+    if not COVID.get("enabled", False):
+        return []
+    return [f"results/figures/{n}.png" for n in COVID_FIGURES] + [f"{COVID_DIR}/{t}.tsv" for t in COVID_TABLES]
+
+
+def covid_caption(wildcards):
+    panel, comp, _ = COVID_FIGURES[wildcards.covid_fig]
+    data = "; ".join(f"{role} {COVID[role]} = "
+                     + ("simulated stand-in (make_" + config["datasets"][COVID[role]].get("standin", {}).get(
+                         "maker", COVID[role]) + ")" if config["datasets"][COVID[role]]["source"] == "standin"
+                        else "real data (" + config["datasets"][COVID[role]]["source"] + ")")
+                     for role in ("reference", "query"))
+    text = (f"Paper panel {panel}. Data: {data}. Concerto trained on the reference, fine-tuned on the query "
+            f"without labels, Level-1 then Level-2 labels by {COVID['k']}-NN vote within the predicted "
+            "Level-1 group.")
+    if comp is not None:
+        text += (f" Percentages are per donor within the compartment ({COVID_COMPARTMENTS[comp]['level1']}); "
+                 f"stars: two-sided Mann-Whitney U of each patient group vs {COVID['conditions'][0]} "
+                 "(* p<0.05, ** <0.01, *** <0.001, **** <1e-4; Kruskal-Wallis in tests.tsv).")
+    if comp == "cd8":
+        text += (" Exhausted CD8 T: PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 each min-max scaled over CD8 T cells, "
+                 f"summed, > {COVID['exhaustion_threshold']} (paper Methods). DE: scanpy rank_genes_groups, "
+                 "Wilcoxon rank-sum, Benjamini-Hochberg.")
+    if comp == "mono":
+        text += (" HLA-DR-low S100A-high: scaled S100A8/9/12 minus scaled HLA-DRA above the "
+                 f"{1 - COVID['hla_dr_quantile']:.2f} quantile of healthy donors' classical monocytes "
+                 "(this study's rule; the paper circles the region on the UMAP).")
+    return text
+
+
+rule covid_map:
+    input:
+        reference=lambda wc: f"results/data/{COVID['reference']}/raw.h5ad",
+        query=lambda wc: f"results/data/{COVID['query']}/raw.h5ad",
+    output:
+        query=f"{COVID_DIR}/query_mapped.h5ad",
+        umap=f"{COVID_DIR}/umap.tsv",
+        accuracy=f"{COVID_DIR}/mapping_accuracy.tsv",
+        models=directory(f"{COVID_DIR}/models"),
+    params:
+        cfg=COVID,
+        seed=config["seed"],
+        n_neighbors=config["umap"]["n_neighbors"],
+    log:
+        "results/logs/covid/map.log",
+    benchmark:
+        "results/benchmarks/covid/map.tsv"
+    threads: workflow.cores
+    priority: 10
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+    conda:
+        "../envs/concerto.yaml"
+    message:
+        "COVID-19 (Fig 5): Concerto on {input.reference}, fine-tuned on {input.query}, hierarchical mapping"
+    script:
+        "../scripts/covid_map.py"
+
+
+rule covid_analysis:
+    input:
+        f"{COVID_DIR}/query_mapped.h5ad",
+    output:
+        **{t: report(f"{COVID_DIR}/{t}.tsv", caption="../report/covid_tables.rst", category="Paper figures",
+                     labels={"figure": "fig5 tables", "table": t}) for t in COVID_TABLES},
+    params:
+        cfg=COVID,
+    log:
+        "results/logs/covid/analysis.log",
+    benchmark:
+        "results/benchmarks/covid/analysis.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "COVID-19 (Fig 5): exhausted CD8 T, HLA-DR-low monocytes, per-donor percentages, tests, DE"
+    script:
+        "../scripts/covid_analysis.py"
+
+
+rule plot_covid:
+    input:
+        umap=f"{COVID_DIR}/umap.tsv",
+        **{t: f"{COVID_DIR}/{t}.tsv" for t in COVID_TABLES},
+    output:
+        report("results/figures/{covid_fig}.png", caption="../report/figure.rst", category="Paper figures",
+               labels={"figure": "{covid_fig}"}),
+    wildcard_constraints:
+        covid_fig="|".join(COVID_FIGURES),
+    params:
+        figure=lambda wc: {"compartment": COVID_FIGURES[wc.covid_fig][1], "title": COVID_FIGURES[wc.covid_fig][2],
+                           "conditions": list(COVID["conditions"]),
+                           "level1": COVID_COMPARTMENTS.get(COVID_FIGURES[wc.covid_fig][1], {}).get("level1")},
+        caption=covid_caption,
+    log:
+        "results/logs/covid/plot_{covid_fig}.log",
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Figure {wildcards.covid_fig}"
+    script:
+        "../scripts/plot_covid.py"
+
+
+localrules:
+    plot_covid,
