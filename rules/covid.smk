@@ -2,6 +2,7 @@
 # post-mapping analysis (concerto_workflow.covid) and one figure per panel. Switched by
 # config covid.enabled; datasets come from rule prepare_dataset.
 
+from concerto_workflow import covid as covid_module
 from concerto_workflow.covid import COMPARTMENTS as COVID_COMPARTMENTS
 
 COVID = config.get("covid", {})
@@ -12,13 +13,7 @@ if COVID.get("enabled", False):
             raise ValueError(f"config key 'covid.{_role}': dataset {COVID[_role]!r} is not in 'datasets' "
                              f"({sorted(config['datasets'])})")
 COVID_TABLES = ["states", "percentages", "tests", "markers", "de"]
-#: figure -> (panel, compartment of concerto_workflow.covid.COMPARTMENTS or None, title)
-COVID_FIGURES = {
-    "fig5a_hierarchical_mapping": ("5a", None, "COVID-19 query mapped onto the healthy reference: Level-1 labels"),
-    "fig5b_cd8_t": ("5b", "cd8", "CD8 T cells: Level-2 subtypes and exhausted CD8 T by disease status"),
-    "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status"),
-    "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status"),
-}
+COVID_FIGURES = covid_module.FIGURES
 
 
 def covid_targets():

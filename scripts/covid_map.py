@@ -24,7 +24,7 @@ sc.pp.neighbors(joint, use_rep="X_concerto", n_neighbors=sm.params.n_neighbors, 
 sc.tl.umap(joint, random_state=seed)
 is_q = (joint.obs["dataset"] == covid.QUERY).to_numpy()
 levels = [f"level{i}" for i in range(1, len(p["reference_levels"]) + 1)]
-umap = pd.DataFrame({"cell": joint.obs_names, "dataset": joint.obs["dataset"].astype(str).to_numpy(),
+umap = pd.DataFrame({"cell": joint.obs["cell"].to_numpy(), "dataset": joint.obs["dataset"].astype(str).to_numpy(),
                      **{lv: joint.obs[lv].astype(str).to_numpy() for lv in levels},
                      "condition": "", "umap1": joint.obsm["X_umap"][:, 0], "umap2": joint.obsm["X_umap"][:, 1]})
 umap.loc[is_q, "condition"] = query.obs[p["condition_key"]].astype(str).to_numpy()

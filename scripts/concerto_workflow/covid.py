@@ -278,7 +278,8 @@ def hierarchical_mapping(ref, query, model_dir: str, *, level_keys=("celltype.l1
     (:meth:`concerto_core.Concerto.finetune_query`; ``finetune``: epochs, lr, batch_size) to
     ``model_dir/finetuned``, embeds both with the fine-tuned model and votes each level among the
     reference cells of the query's predicted coarser label (one neighbour index per group).
-    Returns the joint AnnData (reference then query cells; obs 'dataset', 'level1', 'level2',
+    Returns the joint AnnData (reference then query cells; obs 'dataset', 'cell' (the input
+    cell name), 'level1', 'level2',
     ... = reference labels / query predictions with 'conf_score_<level>'; obsm X_concerto; X
     the log data on the model genes) and the fitted :class:`ReferenceIndexes`.
     """
@@ -307,7 +308,8 @@ def hierarchical_mapping(ref, query, model_dir: str, *, level_keys=("celltype.l1
     cache = ReferenceIndexes(r.obsm["X_concerto"])
     transfer_labels(r, q, level_keys, k=k, hierarchical=True, key_added="predicted", index_cache=cache)
     joint = ad.concat({REFERENCE: r, QUERY: q}, label="dataset", join="inner", index_unique=None)
-    joint.obs_names_make_unique()
+    joint.obs["cell"] = np.concatenate([r.obs_names.to_numpy(), q.obs_names.to_numpy()]).astype(str)
+    joint.obs_names_make_unique()   # reference and query may share cell names; obs 'cell' keeps them
     for i, key in enumerate(level_keys, start=1):
         vals = np.concatenate([r.obs[key].astype(str).to_numpy(), q.obs[f"predicted_{key}"].astype(str).to_numpy()])
         joint.obs[f"level{i}"] = pd.Categorical(vals)
@@ -358,6 +360,13 @@ COMPARTMENTS = {
     "nk": {"level1": "NK", "markers": ["NCAM1", "FCGR3A", "CD27", "PRF1", "GZMB", "LAG3", "B3GAT1", "CXCR3",
                                        "MKI67"]},
     "mono": {"level1": "Mono", "markers": ["CD14", "FCGR3A", "HLA-DRA", "S100A8", "S100A9", "S100A12"]},
+}
+#: figure file -> (paper panel, compartment or None, title); drawn by rules/covid.smk
+FIGURES = {
+    "fig5a_hierarchical_mapping": ("5a", None, "COVID-19 query mapped onto the healthy reference: Level-1 labels"),
+    "fig5b_cd8_t": ("5b", "cd8", "CD8 T cells: Level-2 subtypes and exhausted CD8 T by disease status"),
+    "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status"),
+    "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status"),
 }
 #: the paper's DE calls (Results, Fig 5b): group vs reference within CD8 T ('rest' = other subtypes)
 DE_COMPARISONS = [

@@ -79,7 +79,7 @@ def plot_compartment(umap: pd.DataFrame, states: pd.DataFrame, pct: pd.DataFrame
     subtypes = sorted(pct["subtype"].unique())
     colors = _palette(subtypes)
     fig = plt.figure(figsize=(16, 11))
-    gs = fig.add_gridspec(3, max(len(conditions), 3) + 1, height_ratios=[1, 1, 1.05], left=0.05, right=0.98,
+    gs = fig.add_gridspec(3, max(len(conditions), 3) + 1, height_ratios=[1, 1, 1.05], left=0.1, right=0.98,
                           bottom=0.1, top=0.92, hspace=0.45, wspace=0.3)
     for i, c in enumerate(conditions):
         ax = fig.add_subplot(gs[0, i])
