@@ -63,5 +63,5 @@ onerror:
 rule all:
     input:
         all_targets,
-        covid_targets(),
+        covid_targets(config),
     default_target: True

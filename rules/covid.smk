@@ -12,39 +12,8 @@ if COVID.get("enabled", False):
         if COVID[_role] not in config["datasets"]:
             raise ValueError(f"config key 'covid.{_role}': dataset {COVID[_role]!r} is not in 'datasets' "
                              f"({sorted(config['datasets'])})")
-COVID_TABLES = ["states", "percentages", "tests", "markers", "de"]
+COVID_TABLES = list(covid_module.TABLES)
 COVID_FIGURES = covid_module.FIGURES
-
-
-def covid_targets():
-    if not COVID.get("enabled", False):
-        return []
-    return [f"results/figures/{n}.png" for n in COVID_FIGURES] + [f"{COVID_DIR}/{t}.tsv" for t in COVID_TABLES]
-
-
-def covid_caption(wildcards):
-    panel, comp, _ = COVID_FIGURES[wildcards.covid_fig]
-    data = "; ".join(f"{role} {COVID[role]} = "
-                     + ("simulated stand-in (make_" + config["datasets"][COVID[role]].get("standin", {}).get(
-                         "maker", COVID[role]) + ")" if config["datasets"][COVID[role]]["source"] == "standin"
-                        else "real data (" + config["datasets"][COVID[role]]["source"] + ")")
-                     for role in ("reference", "query"))
-    text = (f"Paper panel {panel}. Data: {data}. Concerto trained on the reference, fine-tuned on the query "
-            f"without labels, Level-1 then Level-2 labels by {COVID['k']}-NN vote within the predicted "
-            "Level-1 group.")
-    if comp is not None:
-        text += (f" Percentages are per donor within the compartment ({COVID_COMPARTMENTS[comp]['level1']}); "
-                 f"stars: two-sided Mann-Whitney U of each patient group vs {COVID['conditions'][0]} "
-                 "(* p<0.05, ** <0.01, *** <0.001, **** <1e-4; Kruskal-Wallis in tests.tsv).")
-    if comp == "cd8":
-        text += (" Exhausted CD8 T: PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 each min-max scaled over CD8 T cells, "
-                 f"summed, > {COVID['exhaustion_threshold']} (paper Methods). DE: scanpy rank_genes_groups, "
-                 "Wilcoxon rank-sum, Benjamini-Hochberg.")
-    if comp == "mono":
-        text += (" HLA-DR-low S100A-high: scaled S100A8/9/12 minus scaled HLA-DRA above the "
-                 f"{1 - COVID['hla_dr_quantile']:.2f} quantile of healthy donors' classical monocytes "
-                 "(this study's rule; the paper circles the region on the UMAP).")
-    return text
 
 
 rule covid_map:
@@ -112,7 +81,7 @@ rule plot_covid:
         figure=lambda wc: {"compartment": COVID_FIGURES[wc.covid_fig][1], "title": COVID_FIGURES[wc.covid_fig][2],
                            "conditions": list(COVID["conditions"]),
                            "level1": COVID_COMPARTMENTS.get(COVID_FIGURES[wc.covid_fig][1], {}).get("level1")},
-        caption=covid_caption,
+        caption=lambda wc: covid_module.caption(COVID, config["datasets"], wc.covid_fig),
     log:
         "results/logs/covid/plot_{covid_fig}.log",
     conda:

@@ -307,9 +307,10 @@ def hierarchical_mapping(ref, query, model_dir: str, *, level_keys=("celltype.l1
     q.obsm["X_concerto"] = np.asarray(ft.get_latent_representation(q, batch_key=batch_key), np.float32)
     cache = ReferenceIndexes(r.obsm["X_concerto"])
     transfer_labels(r, q, level_keys, k=k, hierarchical=True, key_added="predicted", index_cache=cache)
-    joint = ad.concat({REFERENCE: r, QUERY: q}, label="dataset", join="inner", index_unique=None)
+    # reference and query may share cell names: joint names get a '-reference' / '-query' suffix,
+    # obs 'cell' keeps the input names
+    joint = ad.concat({REFERENCE: r, QUERY: q}, label="dataset", join="inner", index_unique="-")
     joint.obs["cell"] = np.concatenate([r.obs_names.to_numpy(), q.obs_names.to_numpy()]).astype(str)
-    joint.obs_names_make_unique()   # reference and query may share cell names; obs 'cell' keeps them
     for i, key in enumerate(level_keys, start=1):
         vals = np.concatenate([r.obs[key].astype(str).to_numpy(), q.obs[f"predicted_{key}"].astype(str).to_numpy()])
         joint.obs[f"level{i}"] = pd.Categorical(vals)
@@ -368,6 +369,8 @@ FIGURES = {
     "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status"),
     "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status"),
 }
+#: tables of :func:`analyse` (results/covid/<name>.tsv)
+TABLES = ("states", "percentages", "tests", "markers", "de")
 #: the paper's DE calls (Results, Fig 5b): group vs reference within CD8 T ('rest' = other subtypes)
 DE_COMPARISONS = [
     {"compartment": "cd8", "group": "CD8 Naive", "reference": "rest", "genes": ["CCR7", "LEF1", "TCF7", "SELL"]},
@@ -445,3 +448,31 @@ def mapping_accuracy(obs: pd.DataFrame, truth_keys, levels=("level1", "level2"))
                      "accuracy": float((pred[seen] == true[seen]).mean()) if seen.any() else np.nan,
                      "n_unseen": int((~seen).sum())})
     return pd.DataFrame(rows)
+
+
+def caption(cfg: dict, datasets: dict, figure: str) -> str:
+    """Caption of a Fig 5 figure: panel, the data used (stand-in or real), the tests and rules."""
+    panel, comp, _ = FIGURES[figure]
+
+    def data(role):
+        d = datasets[cfg[role]]
+        if d["source"] == "standin":
+            return f"{role} {cfg[role]} = simulated stand-in (make_{d.get('standin', {}).get('maker', cfg[role])})"
+        return f"{role} {cfg[role]} = real data ({d['source']})"
+
+    text = (f"Paper panel {panel}. Data: {data('reference')}; {data('query')}. Concerto trained on the reference, "
+            f"fine-tuned on the query without labels, Level-1 then Level-2 labels by {cfg['k']}-NN vote within "
+            "the predicted Level-1 group.")
+    if comp is not None:
+        text += (f" Percentages are per donor within the compartment ({COMPARTMENTS[comp]['level1']}); stars: "
+                 f"two-sided Mann-Whitney U of each patient group vs {cfg['conditions'][0]} (* p<0.05, ** <0.01, "
+                 "*** <0.001, **** <1e-4; Kruskal-Wallis and BH-adjusted p in tests.tsv).")
+    if comp == "cd8":
+        text += (" Exhausted CD8 T: PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 each min-max scaled over CD8 T cells, "
+                 f"summed, > {cfg['exhaustion_threshold']} (paper Methods). DE: scanpy rank_genes_groups, "
+                 "Wilcoxon rank-sum, Benjamini-Hochberg.")
+    if comp == "mono":
+        text += (" HLA-DR-low S100A-high: scaled S100A8/9/12 minus scaled HLA-DRA above the "
+                 f"{1 - cfg['hla_dr_quantile']:.2f} quantile of healthy donors' classical monocytes "
+                 "(this study's rule; the paper circles the region on the UMAP).")
+    return text
