@@ -169,21 +169,3 @@ def test_covid_figures_draw(standin_query, tmp_path):
                            caption="c", conditions=["healthy", "moderate", "severe"], de=pick(t["de"]),
                            scatter=comp == "mono")
     assert all((tmp_path / f).stat().st_size > 10_000 for f in ("a.png", "cd8.png", "mono.png"))
-
-
-def test_hierarchical_mapping_end_to_end(tmp_path):
-    """Reference model -> query fine-tuning -> Level-1 / Level-2 (tiny stand-ins, 1 epoch each)."""
-    from concerto_workflow.simulate.standins import make_covid_pbmc, make_pbmc160k_citeseq
-
-    ref = C.log_normalise(make_pbmc160k_citeseq(n_cells=300, n_genes=150, seed=0))
-    q = C.log_normalise(make_covid_pbmc(n_cells=200, n_genes=150, seed=1, donors_per_condition=1))
-    joint, cache = C.hierarchical_mapping(ref, q, str(tmp_path / "models"), train={"epochs": 1, "batch_size": 32},
-                                          finetune={"epochs": 1, "batch_size": 32}, threads=1)
-    assert (tmp_path / "models" / "reference").is_dir() and (tmp_path / "models" / "finetuned").is_dir()
-    jq = joint[joint.obs["dataset"] == C.QUERY]
-    assert list(jq.obs["cell"]) == list(q.obs_names)
-    # every Level-2 label is one the reference has inside the predicted Level-1 group
-    allowed = ref.obs.groupby("celltype.l1", observed=True)["celltype.l2"].agg(lambda s: set(s.astype(str)))
-    for l1, l2 in zip(jq.obs["level1"].astype(str), jq.obs["level2"].astype(str)):
-        assert l2 in allowed[l1] or l2 == "Unknown"
-    assert cache.n_built == 1 + jq.obs["level1"].nunique()   # whole reference + one per predicted group
