@@ -86,6 +86,11 @@ def plot_compartment(umap: pd.DataFrame, states: pd.DataFrame, pct: pd.DataFrame
         ax.scatter(cells["umap1"], cells["umap2"], s=3, c="#e5e5e5", lw=0, rasterized=True)
         d = cells[cells["condition"] == c]
         _scatter(ax, d, "state", colors, f"{c} ({len(d)} cells)", s=5)
+        if len(cells) > 20:   # frame the bulk of the compartment (a few mapped cells lie elsewhere)
+            for setter, col in ((ax.set_xlim, "umap1"), (ax.set_ylim, "umap2")):
+                lo, hi = np.nanpercentile(cells[col], [1, 99])
+                pad = 0.1 * (hi - lo) + 1e-6
+                setter(lo - pad, hi + pad)
     ax.legend(fontsize=7, markerscale=3, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     # marker heatmap, each gene scaled to [0, 1] across states (paper: minimum to maximum)
     ax = fig.add_subplot(gs[1, :2])
