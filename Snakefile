@@ -44,6 +44,7 @@ include: "rules/data.smk"
 include: "rules/engine.smk"
 include: "rules/figures.smk"
 include: "rules/benchmarks.smk"
+include: "rules/covid.smk"
 
 
 report: "report/workflow.rst"
@@ -62,4 +63,5 @@ onerror:
 rule all:
     input:
         all_targets,
+        covid_targets(config),
     default_target: True

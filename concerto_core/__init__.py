@@ -26,7 +26,7 @@ _EXPORTS = {
     "finetune_query": "finetune", "rejection_curves": "finetune",
     "VoteResult": "label_transfer", "apply_rejection": "label_transfer",
     "confidence_distributions": "label_transfer", "hierarchical_knn_vote": "label_transfer",
-    "knn_vote": "label_transfer", "transfer_labels": "label_transfer",
+    "knn_vote": "label_transfer", "transfer_labels": "label_transfer", "ReferenceIndexes": "label_transfer",
     "impute_modality": "modality", "per_feature_pearson": "modality",
     "Concerto": "model", "NeighborIndex": "neighbors", "knn_search": "neighbors",
     "group_mean_attention": "signatures", "top_genes_per_cell": "signatures",

@@ -28,7 +28,7 @@ import pandas as pd
 
 from .neighbors import NeighborIndex
 
-__all__ = ["VoteResult", "knn_vote", "hierarchical_knn_vote", "transfer_labels",
+__all__ = ["VoteResult", "knn_vote", "hierarchical_knn_vote", "ReferenceIndexes", "transfer_labels",
            "apply_rejection", "confidence_distributions", "UNKNOWN"]
 
 UNKNOWN = "Unknown"
@@ -183,9 +183,62 @@ def _mixed(values) -> bool:
     return len({type(v) for v in values[:1000]}) > 1
 
 
+class ReferenceIndexes:
+    """Neighbour indexes of one reference embedding, one per subset of its cells, each built once.
+
+    Hierarchical mapping searches the whole reference (Level 1) and, per predicted group, only
+    the reference cells of that group (Level 2, ...).  Keep one ``ReferenceIndexes`` per
+    reference and pass it as ``index_cache`` to :func:`hierarchical_knn_vote` /
+    :func:`transfer_labels`: query batches (or several queries) mapped onto the same reference
+    then reuse each group's index instead of rebuilding it on every call.
+
+    ref_emb : (n_ref, d) reference embedding; index_kwargs : passed to ``NeighborIndex``.
+    ``n_built`` counts the indexes built so far.
+    """
+
+    def __init__(self, ref_emb, **index_kwargs):
+        self.ref_emb = np.asarray(ref_emb)
+        if self.ref_emb.ndim != 2:
+            raise ValueError(f"ref_emb must be 2-D, got shape {self.ref_emb.shape}")
+        self.index_kwargs = dict(index_kwargs)
+        self._cache: dict = {}
+        self.n_built = 0
+
+    @property
+    def n_ref(self) -> int:
+        return self.ref_emb.shape[0]
+
+    def check(self, ref_emb) -> None:
+        """Raise if ``ref_emb`` is not the embedding these indexes were built on."""
+        ref_emb = np.asarray(ref_emb)
+        if ref_emb is not self.ref_emb and (ref_emb.shape != self.ref_emb.shape
+                                            or not np.array_equal(ref_emb, self.ref_emb)):
+            raise ValueError(f"index_cache was built on a different reference embedding "
+                             f"{self.ref_emb.shape}, got {ref_emb.shape}; build one ReferenceIndexes per reference")
+
+    def get(self, key, rows: np.ndarray | None = None) -> NeighborIndex:
+        """Index over reference rows ``rows`` (sorted int array; None = all), cached under ``key``.
+
+        A key seen before must come with the same rows (e.g. unchanged labels), else ValueError.
+        """
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if key in self._cache:
+            idx, cached_rows = self._cache[key]
+            same = (cached_rows is None and rows is None) or (
+                cached_rows is not None and rows is not None and np.array_equal(cached_rows, rows))
+            if not same:
+                raise ValueError(f"index_cache entry {key!r} was built on other reference cells "
+                                 f"(labels changed?); build a new ReferenceIndexes")
+            return idx
+        idx = NeighborIndex(self.ref_emb if rows is None else self.ref_emb[rows], **self.index_kwargs)
+        self._cache[key] = (idx, rows)
+        self.n_built += 1
+        return idx
+
+
 def hierarchical_knn_vote(ref_emb, ref_labels, query_emb, levels=None, k: int = 5,
                           threshold: float | None = None, *, unknown_label: str = UNKNOWN,
-                          **index_kwargs):
+                          index_cache: ReferenceIndexes | None = None, **index_kwargs):
     """Coarse-to-fine mapping (paper's COVID analysis).
 
     Level 1 votes over the whole reference; each next level votes only among
@@ -196,11 +249,17 @@ def hierarchical_knn_vote(ref_emb, ref_labels, query_emb, levels=None, k: int = 
 
     ref_labels : DataFrame or dict of label columns (n_ref,) each.
     levels : ordered coarse->fine level names (default: column/key order).
+    index_cache : optional :class:`ReferenceIndexes` on ``ref_emb``; each group's index is
+        built on first use and reused by later calls (``index_kwargs`` are then ignored).
     Returns dict {level: VoteResult}; probs columns are the level's global categories.
     """
     threshold = _check_threshold(threshold)
     ref_emb = np.asarray(ref_emb)
     query_emb = np.asarray(query_emb)
+    if index_cache is None:
+        index_cache = ReferenceIndexes(ref_emb, **index_kwargs)
+    else:
+        index_cache.check(ref_emb)
     lv, _ = _label_levels(ref_labels, ref_emb.shape[0])
     levels = list(lv) if levels is None else list(levels)
     for name in levels:
@@ -209,7 +268,8 @@ def hierarchical_knn_vote(ref_emb, ref_labels, query_emb, levels=None, k: int = 
     if len(levels) < 1:
         raise ValueError("need at least one level")
     out = {levels[0]: knn_vote(ref_emb, lv[levels[0]], query_emb, k, threshold,
-                               unknown_label=unknown_label, **index_kwargs)}
+                               unknown_label=unknown_label, index=index_cache.get(("all",)),
+                               **index_cache.index_kwargs)}
     nq = query_emb.shape[0]
     for parent, child in zip(levels[:-1], levels[1:]):
         plab = lv[parent]
@@ -232,7 +292,8 @@ def hierarchical_knn_vote(ref_emb, ref_labels, query_emb, levels=None, k: int = 
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # k clamp warned once below
-                i, s = NeighborIndex(ref_emb[rsel], **index_kwargs).query(query_emb[qsel], k)
+                group_index = index_cache.get(("group", parent, g, child), rsel)
+                i, s = group_index.query(query_emb[qsel], k)
             if rsel.size < k:
                 warnings.warn(f"{parent!r} group {g!r} has {rsel.size} < k={k} labelled {child!r} "
                               f"reference cells; using all of them", UserWarning, stacklevel=2)
@@ -247,13 +308,15 @@ def hierarchical_knn_vote(ref_emb, ref_labels, query_emb, levels=None, k: int = 
 def transfer_labels(ref_adata, query_adata, label_keys, use_rep: str = "X_concerto", k: int = 5,
                     threshold: float | None = None, hierarchical=None,
                     key_added: str = "predicted_label", *, unknown_label: str = UNKNOWN, copy: bool = False,
-                    **index_kwargs):
+                    index_cache: ReferenceIndexes | None = None, **index_kwargs):
     """AnnData front end of :func:`knn_vote` / :func:`hierarchical_knn_vote` (in place on query).
 
     label_keys : obs column name or list of them (coarse->fine when hierarchical).
     use_rep : ``obsm`` key holding embeddings (``"X"`` uses ``.X``) in both objects.
     hierarchical : None/False (each level independently over the whole reference),
         True (hierarchical in ``label_keys`` order) or an ordered list of keys.
+    index_cache : hierarchical only: a :class:`ReferenceIndexes` on the reference's ``use_rep``,
+        reused across calls so each group's neighbour index is built once per reference.
     Writes to ``query_adata``:
       single level: ``obs[key_added]``, ``obs['conf_score']``, ``obsm['concerto_label_probs']``;
       several: ``obs[f'{key_added}_{level}']``, ``obs[f'conf_score_{level}']``,
@@ -283,9 +346,11 @@ def transfer_labels(ref_adata, query_adata, label_keys, use_rep: str = "X_concer
                     raise KeyError(f"label level {lvl!r} not in ref_adata.obs")
                 labels[lvl] = ref_adata.obs[lvl].to_numpy(dtype=object)
         res = hierarchical_knn_vote(ref_emb, labels, q_emb, order, k, threshold,
-                                    unknown_label=unknown_label, **index_kwargs)
+                                    unknown_label=unknown_label, index_cache=index_cache, **index_kwargs)
         keys = order
     else:
+        if index_cache is not None:
+            raise ValueError("index_cache is for hierarchical=True; flat voting takes a prebuilt index via knn_vote")
         res = knn_vote(ref_emb, labels, q_emb, k, threshold, unknown_label=unknown_label, **index_kwargs)
     single = len(keys) == 1
     cats_out = {}

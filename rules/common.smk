@@ -157,6 +157,15 @@ def benchmark_targets():
     return []
 
 
+def covid_targets(config):
+    """Fig 5 figures and tables when covid.enabled (rules/covid.smk)."""
+    from concerto_workflow import covid
+
+    if not config.get("covid", {}).get("enabled", False):
+        return []
+    return [f"results/figures/{n}.png" for n in covid.FIGURES] + [f"results/covid/{t}.tsv" for t in covid.TABLES]
+
+
 def all_targets(wildcards):
     targets = [f"results/{x}/scores.tsv" for x in EXPERIMENTS] + figure_targets() + benchmark_targets()
     targets += ["results/runtimes.tsv", "results/figures/runtimes.png", "results/config_used.yaml"]

@@ -62,6 +62,11 @@ def coverage(config: dict) -> dict[str, list[str]]:
         if all(x in enabled for x in f["experiments"]):
             for p in _panels_of(f["panel"]):
                 out[p].append(name)
+    if config.get("covid", {}).get("enabled", False):   # Fig 5: rules/covid.smk
+        from .covid import FIGURES
+
+        for name, (panel, _, _) in FIGURES.items():
+            out[panel].append(name)
     return out
 
 
@@ -71,7 +76,7 @@ def table(config: dict) -> str:
             "|---|---|---|---|"]
     for p, desc in PAPER_PANELS.items():
         figs = cov[p]
-        complete = any(config["figures"][f].get("complete", False) for f in figs)
+        complete = any(config["figures"].get(f, {}).get("complete", False) for f in figs)
         status = "reproduced" if complete else "partly (caption says what differs)" if figs else "not yet"
         rows.append(f"| {p} | {desc} | {status} | {', '.join(f'`{f}.png`' for f in figs)} |")
     done = sum(bool(v) for k, v in cov.items() if not k.startswith("S"))

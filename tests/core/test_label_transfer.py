@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from concerto_core.label_transfer import (apply_rejection, confidence_distributions,
-                                          hierarchical_knn_vote, knn_vote, transfer_labels)
+                                          hierarchical_knn_vote, knn_vote, transfer_labels,
+                                          ReferenceIndexes)
 
 
 def unit(cos):
@@ -95,6 +96,53 @@ def test_hierarchical_restricts_to_level1_group():
     assert res["l2"].conf_score[0] == pytest.approx(1.75 / 2.7)
     with pytest.raises(KeyError, match="level"):
         hierarchical_knn_vote(ref, labels, Q, ["l1", "l3"], k=3)
+
+
+def test_hierarchical_group_index_built_once_per_reference(monkeypatch):
+    import concerto_core.label_transfer as lt
+
+    built = []
+    real = lt.NeighborIndex
+
+    class Counting(real):
+        def __init__(self, reference, *a, **kw):
+            built.append(np.asarray(reference).shape[0])
+            super().__init__(reference, *a, **kw)
+
+    monkeypatch.setattr(lt, "NeighborIndex", Counting)
+    ref, labels = _hier_data()
+    cache = ReferenceIndexes(ref)
+    q2 = np.vstack([Q, unit(0.15)])            # one query per Level-1 group (T, M)
+    first = hierarchical_knn_vote(ref, labels, q2, ["l1", "l2"], k=3, index_cache=cache)
+    assert list(first["l1"].labels) == ["T", "M"]
+    assert cache.n_built == 3 and sorted(built) == [3, 4, 7]   # whole reference, M group, T group
+    for _ in range(3):                          # later query batches reuse every index
+        again = hierarchical_knn_vote(ref, labels, q2, ["l1", "l2"], k=3, index_cache=cache)
+        np.testing.assert_array_equal(again["l2"].neighbors, first["l2"].neighbors)
+    assert cache.n_built == 3 and len(built) == 3
+    # Level-2 neighbours come from the predicted Level-1 group only
+    l1 = labels["l1"].to_numpy()
+    for qi, g in enumerate(first["l1"].labels):
+        assert set(l1[first["l2"].neighbors[qi]]) == {g}
+    # without a cache the result is the same
+    np.testing.assert_array_equal(hierarchical_knn_vote(ref, labels, q2, ["l1", "l2"], k=3)["l2"].labels,
+                                  first["l2"].labels)
+    with pytest.raises(ValueError, match="different reference"):
+        hierarchical_knn_vote(ref[:-1], labels.iloc[:-1], q2, ["l1", "l2"], k=3, index_cache=cache)
+    relabelled = labels.assign(l1=["M", "M", "T", "T", "M", "M", "T"])
+    with pytest.raises(ValueError, match="labels changed"):
+        hierarchical_knn_vote(ref, relabelled, q2, ["l1", "l2"], k=3, index_cache=cache)
+
+
+def test_transfer_labels_reuses_index_cache():
+    ra, qa = _adatas()
+    cache = ReferenceIndexes(ra.obsm["X_concerto"])
+    transfer_labels(ra, qa, ["l1", "l2"], k=3, hierarchical=True, index_cache=cache)
+    n = cache.n_built
+    transfer_labels(ra, qa.copy(), ["l1", "l2"], k=3, hierarchical=True, index_cache=cache)
+    assert cache.n_built == n == 3
+    with pytest.raises(ValueError, match="hierarchical"):
+        transfer_labels(ra, qa, "l1", index_cache=cache)
 
 
 def _adatas():

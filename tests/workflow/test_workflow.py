@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -121,8 +123,16 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     work, common = tiny_run
     res = work / "results"
     for f in ("fig3e_umap_tiny", "fig3g_tiny", "fig4a_tiny", "fig4b_tiny", "fig2a_tiny", "supp01_tiny",
-              "fig2d_tiny", "fig2i_tiny", "fig4g_tiny", "runtimes"):
+              "fig2d_tiny", "fig2i_tiny", "fig4g_tiny", "runtimes", "fig5a_hierarchical_mapping", "fig5b_cd8_t",
+              "fig5c_nk", "fig5d_monocytes"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 5000, f
+    # Fig 5: percentages per donor sum to 100; Level-2 labels lie in the predicted Level-1 group
+    pct = pd.read_csv(res / "covid" / "percentages.tsv", sep="\t")
+    assert np.allclose(pct.groupby(["compartment", "donor"])["percent"].sum(), 100.0)
+    ref = ad.read_h5ad(res / "data" / "pbmc160k" / "raw.h5ad")
+    allowed = ref.obs.groupby("celltype.l1", observed=True)["celltype.l2"].agg(lambda s: set(s.astype(str)))
+    states = pd.read_csv(res / "covid" / "states.tsv", sep="\t")
+    assert all(l2 in allowed[l1] for l1, l2 in zip(states["level1"], states["level2"]))
     rt = pd.read_csv(res / "runtimes.tsv", sep="\t")
     assert {"rule", "job", "s"} <= set(rt.columns) and "train_concerto" in set(rt["rule"])
     r = snakemake(*common, "-n")
@@ -130,7 +140,7 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     r = snakemake(*common, "--report", str(work / "report.zip"), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     names = zipfile.ZipFile(work / "report.zip").namelist()
-    for f in ("fig3g_tiny.png", "fig2d_tiny.png", "runtimes.tsv", "config_used.yaml"):
+    for f in ("fig3g_tiny.png", "fig2d_tiny.png", "fig5b_cd8_t.png", "runtimes.tsv", "config_used.yaml"):
         assert any(n.endswith(f) for n in names), f
 
 

@@ -502,7 +502,15 @@ CITESEQ_L3 = {  # l3 -> (l2, l1)
     "NK_1": ("NK", "NK"), "NK_2": ("NK", "NK"), "NK_CD56bright": ("NK_CD56bright", "NK"),
     "CD14 Mono": ("CD14 Mono", "Mono"), "CD16 Mono": ("CD16 Mono", "Mono"),
     "cDC2_1": ("cDC2", "DC"), "pDC": ("pDC", "DC"),
+    # as in the real l2 level; the COVID query (Fig 5) maps onto them
+    "CD8 TCM_1": ("CD8 TCM", "CD8 T"), "CD8 Proliferating": ("CD8 Proliferating", "CD8 T"),
+    "NK Proliferating": ("NK Proliferating", "NK"),
 }
+#: genes the COVID-19 analysis reads (Fig 5: exhaustion, proliferation, naive / cytotoxic,
+#: NK and monocyte markers); planted in the PBMC reference's program, shared by the COVID query
+COVID_ANALYSIS_GENES = ["PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4", "MKI67", "TYMS", "LEF1", "TCF7",
+                        "SELL", "PRF1", "HLA-DRA", "S100A9", "S100A12", "NCAM1", "XCL1", "CD27",
+                        "B3GAT1", "CXCR3"]
 CITESEQ_RNA_MARKERS = {
     "B": ["MS4A1", "CD79A", "CD19"], "CD4 T": ["CD4", "IL7R"], "CD8 T": ["CD8A", "CD8B"],
     "other T": ["TRDC", "SLC4A10"], "NK": ["GNLY", "NKG7", "FCGR3A", "GZMB"],
@@ -518,12 +526,82 @@ _PROTEIN_POS = {  # protein -> {type (l1/l2/l3 name): level}
     "CD56": {"NK": 5, "NK_CD56bright": 8}, "CD11c": {"Mono": 5, "DC": 5},
     "CD123": {"pDC": 6, "DC": 2}, "HLA-DR": {"B": 6, "Mono": 5, "DC": 6},
     "CD45RA": {"B naive": 5, "CD4 Naive": 5, "CD8 Naive": 5, "NK": 4},
-    "CD45RO": {"CD4 TCM": 5, "CD4 TEM": 5, "CD8 TEM": 5, "Treg": 4, "MAIT": 4},
+    "CD45RO": {"CD4 TCM": 5, "CD4 TEM": 5, "CD8 TEM": 5, "CD8 TCM": 5, "Treg": 4, "MAIT": 4},
     "CD197": {"CD4 Naive": 5, "CD8 Naive": 5, "CD4 TCM": 3}, "CD25": {"Treg": 6},
     "CD127": {"CD4 T": 3, "MAIT": 4}, "TCR-Va7.2": {"MAIT": 7}, "TCR-g/d": {"gdT": 7},
     "CLEC12A": {"Mono": 5, "DC": 4}, "CD155": {"Mono": 3, "DC": 3}, "CD11b": {"Mono": 5, "NK": 2, "DC": 3},
     "CD1c": {"cDC2": 3}, "CD27": {"CD4 T": 3, "CD8 Naive": 3, "B memory": 4}, "CD38": {"Plasmablast": 7, "NK": 2},
 }
+
+
+def _citeseq_program(n_genes: int, program_seed: int):
+    """The PBMC reference's biology: (program, l1s, l2s, l3s, (L3, G) l3 factors).
+
+    Shared by :func:`make_pbmc160k_citeseq` and :func:`make_covid_pbmc`, so the COVID query
+    has the reference's genes and cell types (plus its disease states).
+    """
+    l3s = list(CITESEQ_L3)
+    l2s = list(dict.fromkeys(v[0] for v in CITESEQ_L3.values()))
+    l1s = list(dict.fromkeys(v[1] for v in CITESEQ_L3.values()))
+    named = [g for v in CITESEQ_RNA_MARKERS.values() for g in v] + ["CCR7", "GZMA", "CLEC12A", "ITGAX",
+                                                                    "CD3D", "CD3E", "ACTB", "MALAT1"]
+    named += COVID_ANALYSIS_GENES
+    prog = _Program(named, n_genes, np.random.default_rng([program_seed, 501]))
+    # state genes (exhaustion, proliferation) are near-silent outside their state, as in PBMCs
+    quiet = [prog.index[g] for g in ("PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4", "MKI67", "TYMS")]
+    prog.gene_mean[quiet] = np.quantile(prog.gene_mean, 0.05)
+    # l1 factors; T types share a T factor and differ only mildly from each other
+    t_fac = prog.factors(1, de_prob=0.1, scale=0.6)[0]
+    prog.plant(t_fac, ["CD3D", "CD3E"], 10.0)
+    myeloid = prog.factors(1, de_prob=0.1, scale=0.6)[0]
+    l1f = {}
+    for l1 in l1s:
+        if l1 in ("CD4 T", "CD8 T", "other T"):
+            # CD8 T: a clearer RNA programme than CD4 vs other T (the COVID analysis finds CD8 T
+            # cells in RNA), still far weaker than the CD4 / CD8 proteins
+            cd8 = l1 == "CD8 T"
+            f = t_fac * prog.factors(1, de_prob=0.04 if cd8 else 0.015, scale=0.35 if cd8 else 0.25)[0]
+            prog.plant(f, CITESEQ_RNA_MARKERS[l1], 4.0 if cd8 else 1.8)
+        elif l1 in ("Mono", "DC"):
+            f = myeloid * prog.factors(1, de_prob=0.15, scale=0.7)[0]  # DC vs Mono: clear in RNA
+            prog.plant(f, CITESEQ_RNA_MARKERS[l1], 15.0)
+        else:
+            f = prog.factors(1, de_prob=0.1, scale=0.6)[0]
+            prog.plant(f, CITESEQ_RNA_MARKERS[l1], 15.0)
+        if l1 in ("B", "Mono", "DC"):   # antigen presentation: highest on B and DC
+            prog.plant(f, ["HLA-DRA"], 3.0 if l1 == "Mono" else 8.0)
+        l1f[l1] = f
+    l3f = np.vstack([l1f[CITESEQ_L3[t][1]] * prog.factors(1, de_prob=0.02, scale=0.3)[0] for t in l3s])
+    for i, t in enumerate(l3s):
+        l2, l1 = CITESEQ_L3[t]
+        if l2 in ("CD8 TEM", "CD4 TEM"):   # cytotoxic program shared by TEM and NK
+            prog.plant(l3f[i], ["GZMA", "NKG7", "GNLY", "PRF1"], 4.0)
+        if l2.endswith("Naive") or l2 == "CD4 TCM":
+            prog.plant(l3f[i], ["CCR7"], 6.0)
+        if l2 in ("CD4 Naive", "CD8 Naive"):
+            prog.plant(l3f[i], ["LEF1", "TCF7", "SELL"], 4.0)
+        if l2 == "CD8 TCM":
+            prog.plant(l3f[i], ["CCR7", "SELL"], 3.0)
+        if l2.endswith("Proliferating"):
+            prog.plant(l3f[i], ["MKI67", "TYMS"], 60.0)   # from a near-silent baseline
+        if l1 == "NK":
+            prog.plant(l3f[i], ["PRF1"], 4.0)
+        if l2 == "NK":                      # CD56dim CD16bright
+            prog.plant(l3f[i], ["B3GAT1", "CXCR3"], 3.0)
+        if l2 == "NK_CD56bright":
+            prog.plant(l3f[i], ["NCAM1", "XCL1"], 8.0)
+            prog.plant(l3f[i], ["CD27"], 4.0)
+            prog.plant(l3f[i], ["FCGR3A"], 1 / 6.0)
+        if l2 == "CD14 Mono":
+            prog.plant(l3f[i], ["S100A9", "S100A12"], 6.0)
+        if l2 == "CD16 Mono":
+            prog.plant(l3f[i], ["FCGR3A"], 10.0)
+            prog.plant(l3f[i], ["CD14", "S100A8"], 1 / 6.0)
+        if l1 in ("Mono", "DC"):
+            prog.plant(l3f[i], ["CLEC12A", "ITGAX"], 6.0)
+        if l2 in ("CD16 Mono", "NK_CD56bright"):   # distinct subsets: a broader programme of their own
+            l3f[i] *= prog.factors(1, de_prob=0.06, scale=0.5)[0]
+    return prog, l1s, l2s, l3s, l3f
 
 
 def make_pbmc160k_citeseq(n_cells: int = 3000, n_genes: int = 2000, seed: int = 0, *,
@@ -537,39 +615,7 @@ def make_pbmc160k_citeseq(n_cells: int = 3000, n_genes: int = 2000, seed: int = 
     """
     if n_cells < 1:
         raise ValueError(f"n_cells must be >= 1, got {n_cells}")
-    l3s = list(CITESEQ_L3)
-    l2s = list(dict.fromkeys(v[0] for v in CITESEQ_L3.values()))
-    l1s = list(dict.fromkeys(v[1] for v in CITESEQ_L3.values()))
-    named = [g for v in CITESEQ_RNA_MARKERS.values() for g in v] + ["CCR7", "GZMA", "CLEC12A", "ITGAX",
-                                                                    "CD3D", "CD3E", "ACTB", "MALAT1"]
-    prog = _Program(named, n_genes, np.random.default_rng([program_seed, 501]))
-    # l1 factors; T types share a T factor and differ only mildly from each other
-    t_fac = prog.factors(1, de_prob=0.1, scale=0.6)[0]
-    prog.plant(t_fac, ["CD3D", "CD3E"], 10.0)
-    myeloid = prog.factors(1, de_prob=0.1, scale=0.6)[0]
-    l1f = {}
-    for l1 in l1s:
-        if l1 in ("CD4 T", "CD8 T", "other T"):
-            f = t_fac * prog.factors(1, de_prob=0.015, scale=0.25)[0]
-            prog.plant(f, CITESEQ_RNA_MARKERS[l1], 1.8)
-        elif l1 in ("Mono", "DC"):
-            f = myeloid * prog.factors(1, de_prob=0.12, scale=0.6)[0]  # DC vs Mono: clear in RNA
-            prog.plant(f, CITESEQ_RNA_MARKERS[l1], 15.0)
-        else:
-            f = prog.factors(1, de_prob=0.1, scale=0.6)[0]
-            prog.plant(f, CITESEQ_RNA_MARKERS[l1], 15.0)
-        l1f[l1] = f
-    if True:  # cytotoxic program shared by CD8 TEM and NK (GZMA, NKG7, GNLY)
-        pass
-    l3f = np.vstack([l1f[CITESEQ_L3[t][1]] * prog.factors(1, de_prob=0.02, scale=0.3)[0] for t in l3s])
-    for i, t in enumerate(l3s):
-        l2 = CITESEQ_L3[t][0]
-        if l2 in ("CD8 TEM", "CD4 TEM"):
-            prog.plant(l3f[i], ["GZMA", "NKG7", "GNLY"], 4.0)
-        if l2.endswith("Naive") or l2 == "CD4 TCM":
-            prog.plant(l3f[i], ["CCR7"], 6.0)
-        if CITESEQ_L3[t][1] in ("Mono", "DC"):
-            prog.plant(l3f[i], ["CLEC12A", "ITGAX"], 6.0)
+    prog, l1s, l2s, l3s, l3f = _citeseq_program(n_genes, program_seed)
     # protein means per l3 type: background 1 + level per matching l1/l2/l3 name
     P = np.ones((len(l3s), len(PROTEINS)))
     for j, pr in enumerate(PROTEINS):
@@ -581,7 +627,8 @@ def make_pbmc160k_citeseq(n_cells: int = 3000, n_genes: int = 2000, seed: int = 
     rng = np.random.default_rng([seed, 502])
     probs = {t: 1.0 for t in l3s}
     for t, w in {"CD4 Naive": 6, "CD4 TCM_1": 5, "CD4 TCM_2": 3, "CD14 Mono": 8, "NK_1": 3,
-                 "B naive kappa": 2.5, "CD8 Naive": 3, "CD8 TEM_1": 3}.items():
+                 "B naive kappa": 2.5, "CD8 Naive": 3, "CD8 TEM_1": 3, "CD8 Proliferating": 0.4,
+                 "NK Proliferating": 0.4}.items():
         probs[t] = w
     donors = [f"P{i}" for i in range(1, 9)]
     donor = np.repeat(donors, _split(n_cells, np.ones(8)))
@@ -603,49 +650,67 @@ def make_pbmc160k_citeseq(n_cells: int = 3000, n_genes: int = 2000, seed: int = 
 
 
 # ----------------------------------------------------------------------------------------------
-# COVID-19 PBMC (healthy / moderate / severe donors)
-COVID_L2 = {  # l2 -> (l1, markers, {condition: relative abundance})
-    "CD4 T": ("T", ["CD4", "IL7R", "CD3E"], {"healthy": 30, "moderate": 25, "severe": 20}),
-    "CD8 T": ("T", ["CD8A", "CD8B", "CD3E"], {"healthy": 15, "moderate": 10, "severe": 8}),
-    "CD8 T exhausted": ("T", ["CD8A", "CD3E", "PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4"],
-                        {"healthy": 0, "moderate": 4, "severe": 6}),
-    "CD8 T proliferating": ("T", ["CD8A", "CD3E", "MKI67", "TYMS"], {"healthy": 0, "moderate": 2, "severe": 3}),
-    "NK CD56dim": ("NK", ["NKG7", "GNLY", "FCGR3A"], {"healthy": 8, "moderate": 8, "severe": 7}),
-    "NK CD56bright": ("NK", ["NKG7", "NCAM1", "XCL1"], {"healthy": 2, "moderate": 1, "severe": 0}),
-    "NK proliferating": ("NK", ["NKG7", "GNLY", "MKI67", "TYMS"], {"healthy": 0, "moderate": 1, "severe": 2}),
-    "B": ("B", ["MS4A1", "CD79A"], {"healthy": 10, "moderate": 8, "severe": 6}),
-    "Plasmablast": ("B", ["MZB1", "JCHAIN", "CD79A"], {"healthy": 0.5, "moderate": 3, "severe": 5}),
-    "classical monocyte": ("Mono", ["CD14", "LYZ", "HLA-DRA"], {"healthy": 15, "moderate": 14, "severe": 10}),
-    "classical monocyte HLA-DR low": ("Mono", ["CD14", "LYZ", "S100A8", "S100A9", "S100A12"],
-                                      {"healthy": 0, "moderate": 3, "severe": 15}),
-    "non-classical monocyte": ("Mono", ["FCGR3A", "MS4A7", "HLA-DRA"], {"healthy": 5, "moderate": 4, "severe": 3}),
-    "DC": ("DC", ["FCER1A", "CD1C", "HLA-DRA"], {"healthy": 2, "moderate": 1.5, "severe": 1}),
-    "pDC": ("DC", ["LILRA4", "IL3RA"], {"healthy": 1, "moderate": 0.7, "severe": 0.4}),
-    "Platelet": ("Platelet", ["PPBP", "PF4"], {"healthy": 1, "moderate": 3, "severe": 5}),
+# COVID-19 PBMC (healthy / moderate / severe donors), drawn from the PBMC reference's program
+#: query type -> (reference l3 type it derives from, {condition: relative abundance});
+#: types not in the reference are disease states planted on top of their reference type
+COVID_TYPES = {
+    "CD4 Naive": ("CD4 Naive", {"healthy": 8, "moderate": 6, "severe": 5}),
+    "CD4 TCM": ("CD4 TCM_1", {"healthy": 8, "moderate": 7, "severe": 6}),
+    "CD4 TEM": ("CD4 TEM_1", {"healthy": 2, "moderate": 2, "severe": 2}),
+    "Treg": ("Treg Naive", {"healthy": 1, "moderate": 1, "severe": 1}),
+    "CD8 Naive": ("CD8 Naive", {"healthy": 5, "moderate": 3, "severe": 2}),
+    "CD8 TCM": ("CD8 TCM_1", {"healthy": 1.5, "moderate": 1.5, "severe": 1.5}),
+    "CD8 TEM": ("CD8 TEM_1", {"healthy": 4, "moderate": 4, "severe": 4}),
+    "CD8 Proliferating": ("CD8 Proliferating", {"healthy": 0.2, "moderate": 1.0, "severe": 1.5}),
+    "CD8 T exhausted": ("CD8 TEM_1", {"healthy": 0, "moderate": 1.5, "severe": 2.5}),
+    "MAIT": ("MAIT", {"healthy": 1, "moderate": 0.7, "severe": 0.5}),
+    "gdT": ("gdT_1", {"healthy": 1, "moderate": 0.7, "severe": 0.5}),
+    "NK": ("NK_1", {"healthy": 5, "moderate": 5, "severe": 6}),
+    "NK_CD56bright": ("NK_CD56bright", {"healthy": 1.0, "moderate": 0.5, "severe": 0.25}),
+    "NK Proliferating": ("NK Proliferating", {"healthy": 0.1, "moderate": 0.5, "severe": 0.8}),
+    "B naive": ("B naive kappa", {"healthy": 5, "moderate": 4, "severe": 3}),
+    "B memory": ("B memory", {"healthy": 2, "moderate": 2, "severe": 2}),
+    "Plasmablast": ("Plasmablast", {"healthy": 0.2, "moderate": 1.0, "severe": 1.5}),
+    "CD14 Mono": ("CD14 Mono", {"healthy": 10, "moderate": 10, "severe": 8}),
+    "CD14 Mono HLA-DR low": ("CD14 Mono", {"healthy": 0, "moderate": 2, "severe": 8}),
+    "CD16 Mono": ("CD16 Mono", {"healthy": 3, "moderate": 2, "severe": 1}),
+    "cDC2": ("cDC2_1", {"healthy": 1, "moderate": 0.7, "severe": 0.5}),
+    "pDC": ("pDC", {"healthy": 0.5, "moderate": 0.4, "severe": 0.3}),
 }
 COVID_CONDITIONS = ["healthy", "moderate", "severe"]
 
 
 def make_covid_pbmc(n_cells: int = 3000, n_genes: int = 2000, seed: int = 0, *, program_seed: int = 0,
                     donors_per_condition: int = 3) -> ad.AnnData:
-    """COVID-19 PBMC stand-in: donors of 3 conditions, state-specific populations.
+    """COVID-19 PBMC stand-in: donors of 3 conditions, drawn from the PBMC reference's biology.
 
-    Patients only: exhausted CD8 T (PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 up), proliferating CD8 T
-    and NK (MKI67, TYMS), HLA-DR-low S100A8/9/12-high classical monocytes (mostly severe);
-    CD56bright NK are lost in severe disease. HLA-DRA is down in HLA-DR-low monocytes.
-    obs: cell_type (= celltype_l2), celltype_l1, condition, donor, batch (= donor), tech.
+    Same genes and cell types as :func:`make_pbmc160k_citeseq` with the same ``n_genes`` and
+    ``program_seed`` (a healthy reference for hierarchical mapping), plus disease states absent
+    from the reference: exhausted CD8 T (PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 up on CD8 TEM;
+    patients only) and HLA-DR-low S100A8/9/12-high CD14 monocytes (patients, mostly severe).
+    Planted composition shifts: fewer CD8 naive, CD56bright NK and CD16 monocytes and more
+    proliferating CD8 T / NK and plasmablasts in patients. A study factor (query vs reference),
+    donor factors and an interferon-like programme in patients act on all cells.
+    obs: cell_type (= celltype_l2: the reference l2 name, or the disease state), celltype_l1
+    (reference l1), condition, donor, batch (= donor), tech.
     """
     if n_cells < 1:
         raise ValueError(f"n_cells must be >= 1, got {n_cells}")
-    l2s = list(COVID_L2)
-    l1s = list(dict.fromkeys(v[0] for v in COVID_L2.values()))
-    named = [g for v in COVID_L2.values() for g in v[1]] + ["ACTB", "MALAT1", "B2M"]
-    prog = _Program(named, n_genes, np.random.default_rng([program_seed, 601]))
-    l1f = prog.factors(len(l1s), de_prob=0.1, scale=0.6)
-    f = np.vstack([l1f[l1s.index(COVID_L2[t][0])] * prog.factors(1, de_prob=0.03, scale=0.35)[0] for t in l2s])
-    for i, t in enumerate(l2s):
-        prog.plant(f[i], COVID_L2[t][1], 15.0)
-    prog.plant(f[l2s.index("classical monocyte HLA-DR low")], ["HLA-DRA"], 1 / 8.0)
+    if donors_per_condition < 1:
+        raise ValueError(f"donors_per_condition must be >= 1, got {donors_per_condition}")
+    prog, l1s, _, l3s, l3f = _citeseq_program(n_genes, program_seed)
+    types = list(COVID_TYPES)
+    f = np.vstack([l3f[l3s.index(COVID_TYPES[t][0])] for t in types])
+    # from a near-silent baseline (see _citeseq_program)
+    prog.plant(f[types.index("CD8 T exhausted")], ["PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4"], 60.0)
+    hla_low = f[types.index("CD14 Mono HLA-DR low")]
+    prog.plant(hla_low, ["S100A8", "S100A9", "S100A12"], 6.0)
+    prog.plant(hla_low, ["HLA-DRA"], 1 / 8.0)
+    l1_of = {t: CITESEQ_L3[COVID_TYPES[t][0]][1] for t in types}
+    disease_rng = np.random.default_rng([program_seed, 603])   # query-only biology
+    study = lognormal_factors(n_genes, 0.3, 0.5, 0.0, 0.2, disease_rng)[None, :]
+    cfac = np.vstack([lognormal_factors(n_genes, 0.05, 0.3, 0.2, 0.3, disease_rng) for _ in COVID_CONDITIONS])
+    cfac[0] = 1.0  # interferon-like disease program in patients only
     rng = np.random.default_rng([seed, 602])
     donors = [f"{c}_{i + 1}" for c in COVID_CONDITIONS for i in range(donors_per_condition)]
     cond_of = {d: d.rsplit("_", 1)[0] for d in donors}
@@ -653,17 +718,15 @@ def make_covid_pbmc(n_cells: int = 3000, n_genes: int = 2000, seed: int = 0, *, 
     ctype = np.empty(n_cells, dtype=object)
     for d in donors:
         idx = np.flatnonzero(donor == d)
-        probs = {t: v[2][cond_of[d]] for t, v in COVID_L2.items() if v[2][cond_of[d]] > 0}
+        probs = {t: v[1][cond_of[d]] for t, v in COVID_TYPES.items() if v[1][cond_of[d]] > 0}
         ctype[idx] = _composition(idx.size, probs, rng)
-    dfac = np.vstack([lognormal_factors(n_genes, 1.0, 0.5, 0.0, 0.12, prog.rng) for _ in donors])
-    cfac = np.vstack([lognormal_factors(n_genes, 0.05, 0.3, 0.2, 0.3, prog.rng) for _ in COVID_CONDITIONS])
-    cfac[0] = 1.0  # interferon-like disease program in patients only
+    dfac = np.vstack([lognormal_factors(n_genes, 1.0, 0.5, 0.0, 0.12, rng) for _ in donors])
     condition = np.array([cond_of[d] for d in donor])
     lib = rng.lognormal(8.2, 0.35, size=n_cells)
-    X = _sample(prog, [(_codes(ctype, l2s), f), (_codes(donor, donors), dfac),
+    X = _sample(prog, [(_codes(ctype, types), f * study), (_codes(donor, donors), dfac),
                        (_codes(condition, COVID_CONDITIONS), cfac)], lib, rng)
     return _adata(X, {"cell_type": ctype, "celltype_l2": ctype,
-                      "celltype_l1": np.array([COVID_L2[t][0] for t in ctype]), "condition": condition,
+                      "celltype_l1": np.array([l1_of[t] for t in ctype]), "condition": condition,
                       "donor": donor, "batch": donor, "tech": np.full(n_cells, "10x")}, prog.genes,
-                  cats={"cell_type": l2s, "celltype_l2": l2s, "celltype_l1": l1s,
+                  cats={"cell_type": types, "celltype_l2": types, "celltype_l1": l1s,
                         "condition": COVID_CONDITIONS, "donor": donors, "batch": donors})

@@ -1,0 +1,478 @@
+"""Post-mapping analysis of the paper's COVID-19 experiment (Fig 5): exhausted CD8 T annotation,
+HLA-DR-low S100A-high monocytes, per-donor subtype percentages, group tests and differential
+expression.
+
+Inputs are the query cells after hierarchical mapping: log-normalised expression in ``X``
+(``normalize_total`` + ``log1p``), the mapped Level-1 / Level-2 labels and the donor and
+disease-status columns in ``obs``. Every function returns a table; plotting is elsewhere.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+
+#: the paper's exhaustion gene set (Methods, "Exhausted T annotation in COVID-19 analysis")
+EXHAUSTION_GENES = ("PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4")
+EXHAUSTED = "CD8 T exhausted"
+#: markers of the dysfunctional classical monocytes of Schulte-Schrepping et al. (Fig 5d)
+S100A_GENES = ("S100A8", "S100A9", "S100A12")
+HLA_DR_GENES = ("HLA-DRA",)
+HLA_DR_LOW = "classical monocyte HLA-DR low"
+#: significance stars of the paper's boxplots (Fig 5 legend)
+STAR_LEVELS = ((1e-4, "****"), (1e-3, "***"), (1e-2, "**"), (5e-2, "*"))
+COMPARISON_TESTS = ("mannwhitneyu", "kruskal")
+
+
+def _expression(adata, genes, what: str) -> np.ndarray:
+    """(n_cells, len(genes)) dense float64 of the named genes; KeyError names the missing ones."""
+    genes = list(genes)
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise KeyError(f"{what}: genes {missing} are not in the data ({adata.n_vars} genes); "
+                       f"keep them when selecting genes")
+    x = adata[:, genes].X
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def minmax_scale(x: np.ndarray) -> np.ndarray:
+    """Scale each column of ``x`` (n_cells, n_genes) to [0, 1]; a constant column becomes 0."""
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return (x - lo) / span
+
+
+def exhaustion_score(adata, genes=EXHAUSTION_GENES) -> np.ndarray:
+    """The paper's exhaustion score of each cell of ``adata`` (give it the CD8 T cells).
+
+    Each gene's log-normalised expression is scaled to [0, 1] over the cells given, and the
+    scaled values are summed: (n_cells,) in [0, len(genes)].
+    """
+    if adata.n_obs == 0:
+        return np.zeros(0)
+    return minmax_scale(_expression(adata, genes, "exhaustion score")).sum(axis=1)
+
+
+def annotate_exhausted(labels, cd8_mask, score, threshold: float = 0.0, label: str = EXHAUSTED) -> np.ndarray:
+    """Labels with CD8 T cells whose exhaustion ``score`` is > ``threshold`` relabelled ``label``.
+
+    labels : (n,) Level-2 labels; cd8_mask : (n,) bool, the cells annotated CD8 T;
+    score : (n_cd8,) scores of the cells in ``cd8_mask`` (in order). The paper: "CD8 T cells with
+    exhausted score more than 0 are annotated as exhausted T cell" (threshold 0, strict).
+    """
+    out = np.asarray(labels, dtype=object).copy()
+    cd8 = np.flatnonzero(np.asarray(cd8_mask, dtype=bool))
+    score = np.asarray(score, dtype=np.float64)
+    if score.shape != cd8.shape:
+        raise ValueError(f"score has shape {score.shape}, expected ({cd8.size},) (one per CD8 T cell)")
+    out[cd8[score > threshold]] = label
+    return out
+
+
+def hla_dr_low_s100a_high(adata, reference_mask, *, quantile: float = 0.05,
+                          s100a_genes=S100A_GENES, hla_genes=HLA_DR_GENES) -> pd.DataFrame:
+    """Flag HLA-DR-low S100A-high cells among classical monocytes (give it those cells).
+
+    Score = S100A - HLA-DR, each the mean log-normalised expression of its genes scaled to
+    [0, 1] over the cells given. A cell is flagged when its score is above the ``1 - quantile``
+    quantile of the reference cells (``reference_mask``, e.g. healthy donors' classical
+    monocytes), so about ``quantile`` of the reference cells are flagged by construction (one
+    combined score, because single low markers are mostly zero counts). Returns a frame
+    (index = obs names): hla_dr, s100a (means of log-normalised values), score, flagged.
+    """
+    if not 0.0 < quantile < 0.5:
+        raise ValueError(f"quantile must be in (0, 0.5), got {quantile}")
+    ref = np.asarray(reference_mask, dtype=bool)
+    if ref.shape != (adata.n_obs,):
+        raise ValueError(f"reference_mask has shape {ref.shape}, expected ({adata.n_obs},)")
+    if not ref.any():
+        raise ValueError("no reference cells to set the HLA-DR / S100A threshold (e.g. no healthy donors)")
+    hla = _expression(adata, hla_genes, "HLA-DR-low monocytes").mean(axis=1)
+    s100 = _expression(adata, s100a_genes, "S100A-high monocytes").mean(axis=1)
+    score = minmax_scale(np.c_[s100, hla]) @ np.array([1.0, -1.0])
+    cut = np.quantile(score[ref], 1.0 - quantile)
+    return pd.DataFrame({"hla_dr": hla, "s100a": s100, "score": score, "flagged": score > cut},
+                        index=adata.obs_names)
+
+
+def subtype_percentages(obs: pd.DataFrame, subtype_key: str, donor_key: str = "donor",
+                        condition_key: str = "condition", subtypes=None) -> pd.DataFrame:
+    """Per-donor percentage of each subtype among the cells of ``obs`` (one parent type).
+
+    Give it the cells of one parent type (e.g. the CD8 T cells). Returns long format: donor,
+    condition, subtype, n, n_parent, percent; every donor has a row for every subtype (0 where
+    absent), and a donor's percentages sum to 100. Donors without parent cells are left out.
+    """
+    for key in (subtype_key, donor_key, condition_key):
+        if key not in obs.columns:
+            raise KeyError(f"column {key!r} not in obs; available: {list(obs.columns)}")
+    if obs.empty:
+        raise ValueError("no cells of the parent type")
+    sub = obs[subtype_key].astype(str)
+    donor = obs[donor_key].astype(str)
+    cond = obs[condition_key].astype(str).groupby(donor.to_numpy()).agg(lambda s: tuple(sorted(set(s))))
+    several = cond[cond.map(len) > 1]
+    if len(several):
+        raise ValueError(f"donors {list(several.index)} have more than one {condition_key!r}")
+    subtypes = sorted(sub.unique()) if subtypes is None else [str(s) for s in subtypes]
+    counts = pd.crosstab(donor, sub).reindex(columns=subtypes, fill_value=0)
+    n_parent = pd.Series(donor).value_counts()
+    rows = []
+    for d in counts.index:
+        for s in subtypes:
+            n = int(counts.loc[d, s])
+            rows.append({"donor": d, "condition": cond[d][0], "subtype": s, "n": n,
+                         "n_parent": int(n_parent[d]), "percent": 100.0 * n / n_parent[d]})
+    return pd.DataFrame(rows)
+
+
+def stars(p: float) -> str:
+    """Significance stars as in the paper's boxplots: * < 0.05 ... **** < 1e-4; else 'ns'."""
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    for cut, s in STAR_LEVELS:
+        if p < cut:
+            return s
+    return "ns"
+
+
+def compare_groups(pct: pd.DataFrame, groups=("healthy", "moderate", "severe"),
+                   test: str = "mannwhitneyu", value: str = "percent") -> pd.DataFrame:
+    """Compare per-donor percentages between disease statuses, per subtype.
+
+    test : 'mannwhitneyu' -> two-sided Mann-Whitney U for every pair of ``groups`` (exact
+        p-value when there are no ties, as scipy chooses); 'kruskal' -> Kruskal-Wallis H across
+        all ``groups``. Donors are the samples (not cells).
+    Returns subtype, group1, group2 ('' for Kruskal-Wallis), n1, n2, median1, median2,
+    statistic, p, p_adj (Benjamini-Hochberg over all rows), stars (from p), test.
+    """
+    if test not in COMPARISON_TESTS:
+        raise ValueError(f"test must be one of {COMPARISON_TESTS}, got {test!r}")
+    groups = [str(g) for g in groups]
+    rows = []
+    for subtype, d in pct.groupby("subtype", sort=True):
+        vals = {g: d.loc[d["condition"].astype(str) == g, value].to_numpy(float) for g in groups}
+        if test == "kruskal":
+            present = [v for v in vals.values() if v.size]
+            if len(present) < 2 or np.ptp(np.concatenate(present)) == 0:
+                stat, p = np.nan, (1.0 if len(present) >= 2 else np.nan)
+            else:
+                stat, p = stats.kruskal(*present)
+            rows.append({"subtype": subtype, "group1": "+".join(groups), "group2": "", "n1": sum(map(len, present)),
+                         "n2": 0, "median1": np.nan, "median2": np.nan, "statistic": stat, "p": p})
+            continue
+        for g1, g2 in itertools.combinations(groups, 2):
+            a, b = vals[g1], vals[g2]
+            if a.size == 0 or b.size == 0:
+                stat, p = np.nan, np.nan
+            elif np.ptp(np.concatenate([a, b])) == 0:
+                stat, p = a.size * b.size / 2.0, 1.0   # all values equal: no evidence of a difference
+            else:
+                r = stats.mannwhitneyu(a, b, alternative="two-sided")
+                stat, p = float(r.statistic), float(r.pvalue)
+            rows.append({"subtype": subtype, "group1": g1, "group2": g2, "n1": a.size, "n2": b.size,
+                         "median1": np.median(a) if a.size else np.nan,
+                         "median2": np.median(b) if b.size else np.nan, "statistic": stat, "p": p})
+    out = pd.DataFrame(rows)
+    out["p_adj"] = benjamini_hochberg(out["p"].to_numpy(float))
+    out["stars"] = [stars(p) for p in out["p"]]
+    out["test"] = {"mannwhitneyu": "Mann-Whitney U, two-sided, per donor",
+                   "kruskal": "Kruskal-Wallis H, per donor"}[test]
+    return out
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values; NaN stays NaN."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return out
+
+
+def differential_expression(adata, groupby: str, group: str, reference: str = "rest",
+                            genes=None) -> pd.DataFrame:
+    """Differential expression of ``group`` vs ``reference`` through scanpy's ``rank_genes_groups``.
+
+    Wilcoxon rank-sum test over all genes of ``adata`` (log-normalised), Benjamini-Hochberg
+    adjusted across them; log2 fold change as scanpy computes it (from expm1 of the log data).
+    Returns gene, group, reference, log2fc, score, p, p_adj, test (all genes, or ``genes`` in order).
+    """
+    import scanpy as sc
+
+    if groupby not in adata.obs.columns:
+        raise KeyError(f"column {groupby!r} not in obs")
+    labels = adata.obs[groupby].astype(str)
+    for g in [group] + ([] if reference == "rest" else [reference]):
+        if int((labels == g).sum()) < 2:
+            raise ValueError(f"differential expression needs >= 2 cells of {g!r} in {groupby!r}, "
+                             f"got {int((labels == g).sum())}")
+    if reference == "rest" and int((labels != group).sum()) < 2:
+        raise ValueError(f"differential expression needs >= 2 cells outside {group!r}")
+    b = adata.copy()
+    b.obs["_de_group"] = pd.Categorical(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # log2(0) of genes absent from one side
+        sc.tl.rank_genes_groups(b, "_de_group", groups=[group], reference=reference, method="wilcoxon",
+                                corr_method="benjamini-hochberg", key_added="de", use_raw=False)
+    df = sc.get.rank_genes_groups_df(b, group=group, key="de")
+    df = df.rename(columns={"names": "gene", "logfoldchanges": "log2fc", "scores": "score",
+                            "pvals": "p", "pvals_adj": "p_adj"})
+    df.insert(1, "group", group)
+    df.insert(2, "reference", reference)
+    df["test"] = "Wilcoxon rank-sum (scanpy rank_genes_groups), Benjamini-Hochberg"
+    if genes is not None:
+        missing = [g for g in genes if g not in set(df["gene"])]
+        if missing:
+            raise KeyError(f"genes {missing} are not in the data")
+        df = df.set_index("gene").loc[list(genes)].reset_index()
+    return df[["gene", "group", "reference", "log2fc", "score", "p", "p_adj", "test"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment: reference model -> query fine-tuning -> hierarchical mapping -> analysis
+REFERENCE, QUERY = "reference", "query"
+
+
+def log_normalise(adata, target_sum: float = 1e4):
+    """Copy of ``adata`` (raw counts) with X = log1p(counts per ``target_sum``); counts kept in layers."""
+    import scanpy as sc
+
+    a = adata.copy()
+    a.layers["counts"] = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=target_sum)
+    sc.pp.log1p(a)
+    return a
+
+
+def model_genes(ref, query, n_top_genes="all") -> list[str]:
+    """Genes the model sees: the reference's genes also measured in the query (reference order),
+    optionally the ``n_top_genes`` most variable of them in the reference (log data)."""
+    import scanpy as sc
+
+    shared = [g for g in ref.var_names if g in set(query.var_names)]
+    if len(shared) < 0.5 * ref.n_vars:
+        raise ValueError(f"reference and query share {len(shared)} of the reference's {ref.n_vars} genes; "
+                         "check that both use the same gene symbols")
+    if n_top_genes == "all" or int(n_top_genes) >= len(shared):
+        return shared
+    r = ref[:, shared].copy()
+    sc.pp.highly_variable_genes(r, n_top_genes=int(n_top_genes))
+    return list(r.var_names[r.var["highly_variable"]])
+
+
+def hierarchical_mapping(ref, query, model_dir: str, *, level_keys=("celltype.l1", "celltype.l2"),
+                         batch_key: str = "batch", n_top_genes="all", k: int = 5, seed: int = 0,
+                         threads: int | None = None, train: dict | None = None, finetune: dict | None = None):
+    """The paper's COVID mapping: reference model, unsupervised query fine-tuning, Level-1 then Level-2.
+
+    ref, query : log-normalised AnnData (:func:`log_normalise`); ``ref.obs`` has ``level_keys``
+    (coarse -> fine). Trains Concerto on the reference (``train``: epochs, batch_size), saves it
+    to ``model_dir/reference``, fine-tunes a copy on the query without labels
+    (:meth:`concerto_core.Concerto.finetune_query`; ``finetune``: epochs, lr, batch_size) to
+    ``model_dir/finetuned``, embeds both with the fine-tuned model and votes each level among the
+    reference cells of the query's predicted coarser label (one neighbour index per group).
+    Returns the joint AnnData (reference then query cells; obs 'dataset', 'cell' (the input
+    cell name), 'level1', 'level2',
+    ... = reference labels / query predictions with 'conf_score_<level>'; obsm X_concerto; X
+    the log data on the model genes) and the fitted :class:`ReferenceIndexes`.
+    """
+    import os
+
+    import anndata as ad
+    from concerto_core import Concerto, ReferenceIndexes, set_cpu_threads, transfer_labels
+
+    set_cpu_threads(threads)
+    level_keys = list(level_keys)
+    for key in level_keys + [batch_key]:
+        if key not in ref.obs.columns:
+            raise KeyError(f"reference obs has no {key!r}; available: {list(ref.obs.columns)}")
+    if batch_key not in query.obs.columns:
+        raise KeyError(f"query obs has no {batch_key!r}")
+    genes = model_genes(ref, query, n_top_genes)
+    r, q = ref[:, genes].copy(), query[:, genes].copy()
+    ref_dir, ft_dir = os.path.join(model_dir, "reference"), os.path.join(model_dir, "finetuned")
+    model = Concerto(r, batch_key=batch_key, seed=seed)
+    model.train(checkpoint_dir=None, **(train or {}))
+    model.save(ref_dir, overwrite=True)
+    ft = Concerto.finetune_query(ref_dir, q, ft_dir, batch_key=batch_key, seed=seed, overwrite=True,
+                                 **(finetune or {}))
+    r.obsm["X_concerto"] = np.asarray(ft.get_latent_representation(r, batch_key=batch_key), np.float32)
+    q.obsm["X_concerto"] = np.asarray(ft.get_latent_representation(q, batch_key=batch_key), np.float32)
+    cache = ReferenceIndexes(r.obsm["X_concerto"])
+    transfer_labels(r, q, level_keys, k=k, hierarchical=True, key_added="predicted", index_cache=cache)
+    # reference and query may share cell names: joint names get a '-reference' / '-query' suffix,
+    # obs 'cell' keeps the input names
+    joint = ad.concat({REFERENCE: r, QUERY: q}, label="dataset", join="inner", index_unique="-")
+    joint.obs["cell"] = np.concatenate([r.obs_names.to_numpy(), q.obs_names.to_numpy()]).astype(str)
+    for i, key in enumerate(level_keys, start=1):
+        vals = np.concatenate([r.obs[key].astype(str).to_numpy(), q.obs[f"predicted_{key}"].astype(str).to_numpy()])
+        joint.obs[f"level{i}"] = pd.Categorical(vals)
+        joint.obs[f"conf_score_level{i}"] = np.concatenate([np.ones(r.n_obs), q.obs[f"conf_score_{key}"].to_numpy()])
+    joint.uns["covid_mapping"] = {"level_keys": level_keys, "k": int(k), "n_model_genes": len(genes),
+                                  "seed": int(seed), "reference_model": ref_dir, "finetuned_model": ft_dir,
+                                  "n_group_indexes": int(cache.n_built)}
+    return joint, cache
+
+
+def annotate_query_states(query, *, level1: str = "level1", level2: str = "level2", cd8: str = "CD8 T",
+                          mono: str = "Mono", classical: str = "CD14 Mono", healthy: str = "healthy",
+                          condition_key: str = "condition", exhaustion_threshold: float = 0.0,
+                          hla_dr_quantile: float = 0.05) -> pd.DataFrame:
+    """Query cell states beyond the reference's labels (log data on all query genes in X).
+
+    Returns a frame (query obs names) with 'state' (Level-2 label; CD8 T cells with exhaustion
+    score > threshold -> :data:`EXHAUSTED`; classical monocytes HLA-DR-low S100A-high relative
+    to healthy donors' -> :data:`HLA_DR_LOW`), 'exhaustion_score' (CD8 T cells; NaN else),
+    'hla_dr' and 's100a' (classical monocytes; NaN else).
+    """
+    obs = query.obs
+    state = obs[level2].astype(str).to_numpy(dtype=object)
+    out = pd.DataFrame(index=query.obs_names)
+    is_cd8 = (obs[level1].astype(str) == cd8).to_numpy()
+    out["exhaustion_score"] = np.nan
+    if is_cd8.any():
+        score = exhaustion_score(query[is_cd8])
+        out.loc[is_cd8, "exhaustion_score"] = score
+        state = annotate_exhausted(state, is_cd8, score, exhaustion_threshold)
+    is_cm = ((obs[level1].astype(str) == mono) & (obs[level2].astype(str) == classical)).to_numpy()
+    out["hla_dr"] = np.nan
+    out["s100a"] = np.nan
+    if is_cm.any():
+        ref_mask = (obs.loc[is_cm, condition_key].astype(str) == healthy).to_numpy()
+        f = hla_dr_low_s100a_high(query[is_cm], ref_mask, quantile=hla_dr_quantile)
+        out.loc[is_cm, ["hla_dr", "s100a"]] = f[["hla_dr", "s100a"]].to_numpy()
+        cm_idx = np.flatnonzero(is_cm)
+        state[cm_idx[f["flagged"].to_numpy()]] = HLA_DR_LOW
+    out.insert(0, "state", state)
+    return out
+
+
+#: the paper's Fig 5 compartments: Level-1 label (PBMC160k l1 names) and the markers it shows
+COMPARTMENTS = {
+    "cd8": {"level1": "CD8 T", "markers": ["CCR7", "LEF1", "TCF7", "SELL", "MKI67", "TYMS", "GZMA", "PRF1",
+                                           "GNLY", "PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4"]},
+    "nk": {"level1": "NK", "markers": ["NCAM1", "FCGR3A", "CD27", "PRF1", "GZMB", "LAG3", "B3GAT1", "CXCR3",
+                                       "MKI67"]},
+    "mono": {"level1": "Mono", "markers": ["CD14", "FCGR3A", "HLA-DRA", "S100A8", "S100A9", "S100A12"]},
+}
+#: figure file -> (paper panel, compartment or None, title); drawn by rules/covid.smk
+FIGURES = {
+    "fig5a_hierarchical_mapping": ("5a", None, "COVID-19 query mapped onto the healthy reference: Level-1 labels"),
+    "fig5b_cd8_t": ("5b", "cd8", "CD8 T cells: Level-2 subtypes and exhausted CD8 T by disease status"),
+    "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status"),
+    "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status"),
+}
+#: tables of :func:`analyse` (results/covid/<name>.tsv)
+TABLES = ("states", "percentages", "tests", "markers", "de")
+#: the paper's DE calls (Results, Fig 5b): group vs reference within CD8 T ('rest' = other subtypes)
+DE_COMPARISONS = [
+    {"compartment": "cd8", "group": "CD8 Naive", "reference": "rest", "genes": ["CCR7", "LEF1", "TCF7", "SELL"]},
+    {"compartment": "cd8", "group": "CD8 TEM", "reference": "rest", "genes": ["PRF1", "GNLY"]},
+    {"compartment": "cd8", "group": "CD8 Proliferating", "reference": "CD8 Naive", "genes": ["TYMS"]},
+]
+
+
+def analyse(query, *, donor_key: str = "donor", condition_key: str = "condition",
+            conditions=("healthy", "moderate", "severe"), test: str = "mannwhitneyu",
+            exhaustion_threshold: float = 0.0, hla_dr_quantile: float = 0.05,
+            compartments=None, de_comparisons=None) -> dict[str, pd.DataFrame]:
+    """Fig 5 tables from the mapped query (log data on all query genes; obs level1, level2).
+
+    Returns {'states': per cell, 'percentages': per donor x subtype within each compartment,
+    'tests': group comparisons (``test`` and Kruskal-Wallis), 'markers': mean expression per
+    compartment x state, 'de': DE calls (rows of a comparison whose group is missing say why)}.
+    """
+    compartments = COMPARTMENTS if compartments is None else compartments
+    de_comparisons = DE_COMPARISONS if de_comparisons is None else de_comparisons
+    for key in ("level1", "level2", donor_key, condition_key):
+        if key not in query.obs.columns:
+            raise KeyError(f"query obs has no {key!r}")
+    st = annotate_query_states(query, condition_key=condition_key, exhaustion_threshold=exhaustion_threshold,
+                               hla_dr_quantile=hla_dr_quantile, cd8=compartments["cd8"]["level1"],
+                               mono=compartments["mono"]["level1"], healthy=conditions[0])
+    obs = query.obs
+    states = pd.concat([obs[[donor_key, condition_key, "level1", "level2"]].astype(str)
+                        .rename(columns={donor_key: "donor", condition_key: "condition"}), st], axis=1)
+    if "cell_type" in obs:
+        states["true_label"] = obs["cell_type"].astype(str)
+    pcts, tests, markers, des = [], [], [], []
+    for name, comp in compartments.items():
+        m = (states["level1"] == comp["level1"]).to_numpy()
+        if not m.any():
+            warnings.warn(f"no query cells mapped to {comp['level1']!r}; compartment {name} is empty")
+            continue
+        pct = subtype_percentages(states[m], "state").assign(compartment=name)
+        pcts.append(pct)
+        for t in dict.fromkeys([test, "kruskal"]):
+            tests.append(compare_groups(pct, conditions, test=t).assign(compartment=name))
+        genes = [g for g in comp["markers"] if g in query.var_names]
+        x = _expression(query[m], genes, "markers")
+        mk = pd.DataFrame(x, columns=genes).groupby(states.loc[m, "state"].to_numpy()).mean()
+        mk = mk.reset_index(names="state").melt(id_vars="state", var_name="gene", value_name="mean_expression")
+        markers.append(mk.assign(compartment=name))
+    for c in de_comparisons:
+        comp = compartments[c["compartment"]]
+        m = (states["level1"] == comp["level1"]).to_numpy()
+        sub = query[m].copy()
+        sub.obs["state"] = states.loc[m, "state"].to_numpy()
+        try:
+            de = differential_expression(sub, "state", c["group"], c["reference"], genes=c["genes"])
+            des.append(de.assign(compartment=c["compartment"], note=""))
+        except (ValueError, KeyError) as e:   # a group the mapping did not produce: say so
+            des.append(pd.DataFrame({"gene": c["genes"], "group": c["group"], "reference": c["reference"],
+                                     "compartment": c["compartment"], "note": f"not computed: {e}"}))
+    return {"states": states.reset_index(names="cell"),
+            "percentages": pd.concat(pcts, ignore_index=True),
+            "tests": pd.concat(tests, ignore_index=True),
+            "markers": pd.concat(markers, ignore_index=True),
+            "de": pd.concat(des, ignore_index=True)}
+
+
+def mapping_accuracy(obs: pd.DataFrame, truth_keys, levels=("level1", "level2")) -> pd.DataFrame:
+    """Accuracy of each mapped level against known query labels (stand-in), on the query cells
+    whose true label exists at that level in the reference (``reference_labels_<level>`` in
+    ``obs.attrs``, else all cells). Returns level, truth, n_cells, accuracy, n_unseen."""
+    rows = []
+    for level, truth in zip(levels, truth_keys):
+        pred, true = obs[level].astype(str), obs[truth].astype(str)
+        known = obs.attrs.get(f"reference_labels_{level}")
+        seen = true.isin(known) if known is not None else pd.Series(True, index=obs.index)
+        rows.append({"level": level, "truth": truth, "n_cells": int(seen.sum()),
+                     "accuracy": float((pred[seen] == true[seen]).mean()) if seen.any() else np.nan,
+                     "n_unseen": int((~seen).sum())})
+    return pd.DataFrame(rows)
+
+
+def caption(cfg: dict, datasets: dict, figure: str) -> str:
+    """Caption of a Fig 5 figure: panel, the data used (stand-in or real), the tests and rules."""
+    panel, comp, _ = FIGURES[figure]
+
+    def data(role):
+        d = datasets[cfg[role]]
+        if d["source"] == "standin":
+            return f"{role} {cfg[role]} = simulated stand-in (make_{d.get('standin', {}).get('maker', cfg[role])})"
+        return f"{role} {cfg[role]} = real data ({d['source']})"
+
+    text = (f"Paper panel {panel}. Data: {data('reference')}; {data('query')}. Concerto trained on the reference, "
+            f"fine-tuned on the query without labels, Level-1 then Level-2 labels by {cfg['k']}-NN vote within "
+            "the predicted Level-1 group.")
+    if comp is not None:
+        text += (f" Percentages are per donor within the compartment ({COMPARTMENTS[comp]['level1']}); stars: "
+                 f"two-sided Mann-Whitney U of each patient group vs {cfg['conditions'][0]} (* p<0.05, ** <0.01, "
+                 "*** <0.001, **** <1e-4; Kruskal-Wallis and BH-adjusted p in tests.tsv).")
+    if comp == "cd8":
+        text += (" Exhausted CD8 T: PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 each min-max scaled over CD8 T cells, "
+                 f"summed, > {cfg['exhaustion_threshold']} (paper Methods). DE: scanpy rank_genes_groups, "
+                 "Wilcoxon rank-sum, Benjamini-Hochberg.")
+    if comp == "mono":
+        text += (" HLA-DR-low S100A-high: scaled S100A8/9/12 minus scaled HLA-DRA above the "
+                 f"{1 - cfg['hla_dr_quantile']:.2f} quantile of healthy donors' classical monocytes "
+                 "(this study's rule; the paper circles the region on the UMAP).")
+    return text
