@@ -72,10 +72,11 @@ def scibet_fit(expr: np.ndarray, labels, n_genes: int = 1000):
 
 
 def scibet_log_likelihood(expr: np.ndarray, genes: np.ndarray, log_p: np.ndarray) -> np.ndarray:
-    """(cells, C) multinomial log-likelihood of each cell under each type, up to a constant.
-    The cell's counts are its log1p-transformed expression on the selected genes (a tempered
-    count; SciBet's software applies the same transform to the query)."""
-    return np.log1p(np.asarray(expr, dtype=np.float64)[:, genes]) @ log_p.T
+    """(cells, C) multinomial log-likelihood ``sum_g x_g log p_ig`` of each cell under each type,
+    up to a constant; ``x`` = the cell's normalised expression (linear scale) on the selected
+    genes. (A log1p-tempered ``x`` gave 0.69-0.95 instead of 0.98-1.0 accuracy on the PBMC45k
+    stand-in's folds, so the model's own count scale is kept.)"""
+    return np.asarray(expr, dtype=np.float64)[:, genes] @ log_p.T
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -87,7 +88,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def scibet_annotate(train, test, ctx, *, n_genes: int = 1000):
     """Re-implementation of SciBet (not the R package): E-test selects ``n_genes`` genes on the
     training cells, each type is a multinomial over them, a cell goes to the most likely type.
-    Probabilities = the posterior under a uniform prior (softmax of the log-likelihoods)."""
+    Probabilities = the posterior under a uniform prior (softmax of the log-likelihoods); on
+    expression normalised to 10,000 per cell it is nearly one-hot, so its confidence hardly
+    separates unseen types (the R package instead scores confidence against a null dataset)."""
     genes, log_p, classes = scibet_fit(np.expm1(_dense(train.X)), _labels(train, ctx), n_genes)
     return _softmax(scibet_log_likelihood(np.expm1(_dense(test.X)), genes, log_p)), classes
 
