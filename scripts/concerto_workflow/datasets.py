@@ -27,15 +27,25 @@ def make_standin(name: str, params: dict) -> ad.AnnData:
 
 
 def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "", counts_layer: str = "",
-                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=()) -> ad.AnnData:
+                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=(), drop_labels=()) -> ad.AnnData:
     """Read a real h5ad and map its columns onto the common schema.
 
     ``tech_col`` names the technology column; without it, ``tech_pattern`` is a regex whose
     first group extracts the technology from the batch name (scIB pancreas: ``inDrop3`` ->
-    ``inDrop``). ``keep_obs`` columns are carried along (donor, finer labels, ...); an
-    ``obsm['protein']`` with ``uns['protein_names']`` is kept.
+    ``inDrop``). An empty ``batch_col`` means one batch (``'batch1'``) for a file without one.
+    Cells whose label is in ``drop_labels`` (spike-ins, 'Unknown') are removed. ``keep_obs``
+    columns are carried along (donor, finer labels, ...); an ``obsm['protein']`` with
+    ``uns['protein_names']`` is kept.
     """
     a = ad.read_h5ad(path)
+    if drop_labels:
+        if label_col not in a.obs:
+            raise KeyError(f"datasets.*.label_col = {label_col!r} not in obs columns of {path}: {list(a.obs.columns)}")
+        labels = a.obs[label_col].astype(str)
+        absent = sorted(set(map(str, drop_labels)) - set(labels))
+        if absent:
+            raise KeyError(f"datasets.*.drop_labels {absent} are not labels of {path}; labels: {sorted(set(labels))}")
+        a = a[~labels.isin([str(v) for v in drop_labels]).to_numpy()].copy()
     for col, key in ((batch_col, "batch_col"), (label_col, "label_col"), (tech_col, "tech_col"),
                      *((c, "keep_obs") for c in keep_obs)):
         if col and col not in a.obs:
@@ -44,7 +54,7 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
         raise KeyError(f"datasets.*.counts_layer = {counts_layer!r} not in the layers of {path}: "
                        f"{list(a.layers)}")
     X = a.layers[counts_layer] if counts_layer else a.X
-    batch = a.obs[batch_col].astype(str)
+    batch = a.obs[batch_col].astype(str) if batch_col else pd.Series("batch1", index=a.obs_names)
     tech = a.obs[tech_col].astype(str) if tech_col else \
         batch.map(lambda b: (re.match(tech_pattern, b) or re.match("(.*)", b)).group(1))
     obs = pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values, "batch": batch.values,

@@ -13,7 +13,8 @@ rows of each fold only. The kinds (config ``splits.<name>.kind``):
 ``all``            every cell is a training cell (integration, clustering)
 ``holdout``        cells with ``obs[key]`` in ``values`` are the test set (query), the rest train
 ``cross_dataset``  the experiment's dataset trains, ``query_dataset`` is the test set
-``kfold``          stratified k-fold by label, separately within each value of ``group``
+``kfold``          stratified k-fold by label, separately within each value of ``group`` (or
+                   the listed ``values`` of it)
 ``leave_one_out``  each value of ``key`` is the test set once; training cells are bootstrap-resampled
 ``label_mask``     cells of ``remove``d labels are the test set (unseen types); a stratified
                    ``valid_fraction`` of the other cells is held out as validation
@@ -60,6 +61,13 @@ def fold_names(split: dict) -> list[str] | None:
 
 def _loo_fold(value, b: int, bootstraps: int) -> str:
     return safe_name(value) + (f"_b{b}" if bootstraps else "")
+
+
+def fold_group(fold: str) -> str:
+    """What a fold holds out, without its repeat: ``'Drop-seq_b2'`` (leave-one-out bootstrap)
+    -> ``'Drop-seq'``, ``'inDrops_f3'`` (k-fold within a group) -> ``'inDrops'``; other names
+    unchanged. Figures group repeats by it (config ``x: fold_group``)."""
+    return re.sub(r"_[bf]\d+$", "", str(fold))
 
 
 def _rows(fold: str, dataset: str, cells, role) -> pd.DataFrame:
@@ -126,15 +134,22 @@ def _stratified_folds(labels: np.ndarray, k: int, seed: int, what: str) -> np.nd
 
 
 def split_kfold(obs: pd.DataFrame, dataset: str, *, k: int, seed: int, label: str = CELL_TYPE,
-                group: str | None = None) -> pd.DataFrame:
+                group: str | None = None, values=None) -> pd.DataFrame:
     """k folds per group: fold i tests the i-th stratified part of the group and trains on the
-    rest of the same group (the paper's 5-fold CV within each batch)."""
+    rest of the same group (the paper's 5-fold CV within each batch). ``values``: the groups
+    to run (default every value of ``group``)."""
     if k < 2:
         raise SplitError(f"kfold split: k must be >= 2, got {k}")
     labels = _column(obs, label, "kfold split").to_numpy()
     groups = _column(obs, group, "kfold split").to_numpy() if group else np.full(len(obs), "")
+    run = sorted(set(groups))
+    if values:
+        if not group:
+            raise SplitError("kfold split: values select groups, so they need a group column")
+        _check_values(pd.Series(groups), values, f"kfold split on group {group!r}")
+        run = [str(v) for v in values]
     out = []
-    for g in sorted(set(groups)):
+    for g in run:
         members = np.flatnonzero(groups == g)
         fold = _stratified_folds(labels[members], k, seed, f"kfold split, group {g!r}")
         for i in range(k):
@@ -207,7 +222,7 @@ def make_split(split: dict, obs: pd.DataFrame, dataset: str, *, seed: int,
         out = split_cross_dataset(obs, dataset, query_obs, query_dataset or split["query_dataset"])
     elif kind == "kfold":
         out = split_kfold(obs, dataset, k=split["k"], seed=seed, label=split.get("label", CELL_TYPE),
-                          group=split.get("group") or None)
+                          group=split.get("group") or None, values=split.get("values") or None)
     elif kind == "leave_one_out":
         out = split_leave_one_out(obs, dataset, key=split["key"], seed=seed,
                                   bootstraps=split.get("bootstraps", 0), values=split.get("values"))

@@ -49,3 +49,15 @@ def test_convert_real_keeps_columns_and_protein(tmp_path):
                                 keep_obs=["donor"])
     assert list(out.obs["tech"]) == ["10x"] * 3 and list(out.obs["donor"]) == list("ppq")
     assert out.obsm["protein"].shape == (3, 2) and list(out.uns["protein_names"]) == ["CD3", "CD4"]
+
+
+def test_convert_real_drops_labels_and_makes_one_batch(tmp_path):
+    a = ad.AnnData(np.ones((4, 2), dtype=np.float32), obs=pd.DataFrame({"l": ["T", "Mouse", "B", "Unknown"]},
+                                                                      index=list("abcd")),
+                   var=pd.DataFrame(index=["G1", "G2"]))
+    a.write_h5ad(tmp_path / "x.h5ad")
+    out = datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l",
+                                drop_labels=["Mouse", "Unknown"])
+    assert list(out.obs_names) == ["a", "c"] and list(out.obs["batch"]) == ["batch1"] * 2
+    with pytest.raises(KeyError, match="drop_labels"):
+        datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", drop_labels=["NK"])

@@ -88,3 +88,27 @@ def test_cross_dataset_marks_the_query_dataset_as_test(obs):
 
 def test_safe_fold_names():
     assert splits.safe_name("10x Chromium (v2) A") == "10x_Chromium_v2_A"
+
+
+def test_kfold_within_listed_groups_only(obs):
+    spec = {"kind": "kfold", "k": 2, "group": "batch", "values": ["b2", "b4"]}
+    t = splits.make_split(spec, obs, "d", seed=0)
+    assert sorted(set(t["fold"])) == ["b2_f0", "b2_f1", "b4_f0", "b4_f1"]
+    assert set(obs.loc[t["cell"], "batch"].astype(str)) == {"b2", "b4"}
+    with pytest.raises(splits.SplitError, match="nope"):
+        splits.make_split({**spec, "values": ["nope"]}, obs, "d", seed=0)
+    with pytest.raises(splits.SplitError, match="group"):
+        splits.split_kfold(obs, "d", k=2, seed=0, values=["b2"])
+
+
+def test_splits_are_reproducible_so_every_method_sees_the_same_folds(obs):
+    spec = {"kind": "kfold", "k": 3, "group": "batch"}
+    a, b = (splits.make_split(spec, obs, "d", seed=0) for _ in range(2))
+    pd.testing.assert_frame_equal(a, b)
+    assert not splits.make_split(spec, obs, "d", seed=1).equals(a)
+
+
+def test_fold_group_strips_the_repeat():
+    assert splits.fold_group("Drop-seq_b2") == "Drop-seq"
+    assert splits.fold_group("10x_Chromium_v2_A_f4") == "10x_Chromium_v2_A"
+    assert splits.fold_group("f0") == "f0" and splits.fold_group("mask") == "mask"

@@ -103,6 +103,10 @@ def test_controls_bound_the_methods(tiny_run):
     assert f1["majority"] < f1["logreg"] < f1["true_labels"] == 1.0
     assert f1["majority"] < f1["concerto"]
     assert set(annot["fold"]) == {"f0", "f1"}
+    for fold in ("f0", "f1"):       # every method of a fold scored on the same cells and roles
+        roles = {p.parent.name: ad.read_h5ad(p).obs["role"].astype(str)
+                 for p in (work / "results" / "tiny_annotation" / fold).glob("*/*/seed0.h5ad")}
+        assert len(roles) == 4 and all(r.equals(roles["logreg"]) for r in roles.values())
     rej = _mean(_scores(work, "tiny_rejection"), "auroc_unseen")
     assert rej["true_labels"] == 1.0 and rej["random"] < rej["true_labels"]
 
@@ -154,7 +158,7 @@ def test_new_experiment_is_config_only(tmp_path):
                                       "preprocessing": ["hvg150"], "methods": ["logreg", "majority"],
                                       "metrics": ["median_f1"], "n_comps": 16}}
     cfg["figures"] = {"fig2b_new": {"type": "heatmap", "panel": "2b", "experiments": ["new_loo"],
-                                    "x": "fold"}}
+                                    "x": "fold_group"}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(path),

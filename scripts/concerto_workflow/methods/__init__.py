@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import baselines, concerto, seurat
+from . import annotation, baselines, concerto, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -31,6 +31,25 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            python_modules=("rpy2",), r_packages=("Seurat",)),
     Method("logreg", "logistic regression on PCA of the training cells", {"annotate": baselines.logreg_annotate},
            python_modules=("sklearn",)),
+    # annotation competitors of Fig 2 (methods/annotation.py)
+    Method("logreg_expr", "logistic regression on the log-normalised expression of every gene "
+           "(the strong linear bound)", {"annotate": annotation.logreg_expr_annotate},
+           python_modules=("sklearn",)),
+    Method("scibet_reimpl", "SciBet re-implementation (Li et al. 2020; not the R package): E-test "
+           "gene selection + multinomial likelihood classifier", {"annotate": annotation.scibet_annotate}),
+    Method("singler", "SingleR (R/Bioconductor, through rpy2) with the training cells as reference; "
+           "probabilities = softmax of its correlation scores", {"annotate": annotation.singler_annotate},
+           python_modules=("rpy2",), r_packages=("SingleR",)),
+    Method("concerto_e2e", "Concerto-E2E: Concerto's network + softmax head trained with the supervised "
+           "loss only (no contrastive pretraining)", {"annotate": annotation.concerto_e2e_annotate},
+           python_modules=("tensorflow",)),
+    Method("cell_blast", "Cell BLAST (cell-blast, PyTorch); no adapter: " + annotation.CELL_BLAST_WHY,
+           {"annotate": annotation.no_adapter("cell_blast", annotation.CELL_BLAST_WHY)},
+           python_modules=("Cell_BLAST", "torch")),
+    Method("moana", "Moana; no adapter: " + annotation.MOANA_WHY,
+           {"annotate": annotation.no_adapter("moana", annotation.MOANA_WHY)}, python_modules=("moana",)),
+    Method("mars", "MARS; no adapter: " + annotation.MARS_WHY,
+           {"annotate": annotation.no_adapter("mars", annotation.MARS_WHY)}, python_modules=("mars", "torch")),
     Method("random", "negative control: random embedding / labels / clusters",
            {"embed": baselines.random_embed, "map": baselines.random_map,
             "annotate": baselines.random_annotate, "cluster": baselines.random_cluster},

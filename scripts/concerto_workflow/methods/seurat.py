@@ -28,6 +28,33 @@ def missing_r_packages(packages) -> list[str]:
     return r.stdout.split()
 
 
+def r_library(*packages: str) -> str:
+    """R code attaching ``packages`` quietly. library() is given only non-empty library
+    directories: it warns about empty ones (Debian's /usr/local/lib/R/site-library)."""
+    loads = "; ".join(f"library({p}, lib.loc = libs)" for p in packages)
+    return ("libs <- Filter(function(p) length(dir(p)) > 0, .libPaths())\n"
+            f"suppressPackageStartupMessages({{{loads}}})\n")
+
+
+def put_sparse_matrix(name: str, X, genes, cells) -> None:
+    """Bind R variable ``name`` to a genes x cells ``dgCMatrix`` of the (cells x genes) matrix
+    ``X``, with gene and cell names (``_`` in gene names becomes ``-``, as Seurat requires)."""
+    import rpy2.robjects as ro
+    import scipy.sparse as sp
+
+    M = sp.csc_matrix(sp.csr_matrix(X).T)
+    g = ro.globalenv
+    # plain R vectors (numpy2ri would hand R 1-d arrays, which Matrix slots reject)
+    g[".x_i"] = ro.IntVector(M.indices.tolist())
+    g[".x_p"] = ro.IntVector(M.indptr.tolist())
+    g[".x_x"] = ro.FloatVector(M.data.astype(float).tolist())
+    g[".x_dim"] = ro.IntVector(list(M.shape))
+    g[".x_genes"] = ro.StrVector([str(v).replace("_", "-") for v in genes])
+    g[".x_cells"] = ro.StrVector([str(v) for v in cells])
+    ro.r(r_library("Matrix") + f"{name} <- sparseMatrix(i = .x_i + 1, p = .x_p, x = .x_x, dims = .x_dim, "
+         "dimnames = list(.x_genes, .x_cells))")
+
+
 #: Seurat's anchor search needs a few cells per batch beyond the CCA dimensions
 MIN_CELLS_PER_BATCH = 10
 
@@ -50,31 +77,19 @@ def seurat_dims(batch_sizes, n_comps: int, n_genes: int) -> int:
 def seurat_embed(adata, ctx, *, n_features: int = 2000):
     """Seurat v3 CCA anchors (``FindIntegrationAnchors`` + ``IntegrateData``), then PCA."""
     import rpy2.robjects as ro
-    import scipy.sparse as sp
 
     batch_key, n_comps, seed = ctx.batch_key, ctx.n_comps, ctx.seed
     dims = seurat_dims(adata.obs[batch_key].value_counts().to_numpy(), n_comps, adata.n_vars)
-    X = sp.csc_matrix(adata.X.T)  # genes x cells, log-normalised
+    put_sparse_matrix("m", adata.X, adata.var_names, adata.obs_names)
     g = ro.globalenv
-    # plain R vectors (numpy2ri would hand R 1-d arrays, which Matrix slots reject)
-    g["x_i"] = ro.IntVector(X.indices.tolist())
-    g["x_p"] = ro.IntVector(X.indptr.tolist())
-    g["x_x"] = ro.FloatVector(X.data.astype(float).tolist())
-    g["dims_xy"] = ro.IntVector(list(X.shape))
-    g["genes"] = ro.StrVector([str(v).replace("_", "-") for v in adata.var_names])
     g["cells"] = ro.StrVector([str(v) for v in adata.obs_names])
     g["batches"] = ro.StrVector(adata.obs[batch_key].astype(str).tolist())
     g["n_dims"] = dims
     g["n_comps"] = int(n_comps)
     g["n_features"] = int(min(n_features, adata.n_vars))
     g["seed"] = int(seed)
-    emb = ro.r("""
-        # library() warns about empty library directories (Debian's /usr/local/lib/R/site-library)
-        libs <- Filter(function(p) length(dir(p)) > 0, .libPaths())
-        suppressPackageStartupMessages({library(Seurat, lib.loc = libs); library(Matrix, lib.loc = libs)})
+    emb = ro.r(r_library("Seurat") + """
         set.seed(seed)
-        m <- sparseMatrix(i = x_i + 1, p = x_p, x = x_x, dims = dims_xy,
-                          dimnames = list(genes, cells))
         so <- CreateSeuratObject(counts = m)
         so <- SetAssayData(so, slot = "data", new.data = m)
         so$batch <- batches

@@ -1,0 +1,120 @@
+"""Annotation competitors (methods/annotation.py): the SciBet re-implementation's algorithm,
+SingleR's probabilities, and an adapter smoke test per competitor through the engine's runner
+(skipped with the reason where the tool is absent)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from concerto_workflow import methods, outputs, preprocessing as pp
+from concerto_workflow.columns import CLASSES, FAILED, NOT_INSTALLED, OK, PREDICTED, ROLE, TEST, TRAIN
+from concerto_workflow.methods import REGISTRY, RunContext, annotation
+from concerto_workflow.methods.runner import run_method
+
+
+# ------------------------------------------------------------------------- SciBet re-implementation
+def _planted(n_per_type=60, n_genes=200, n_types=4, seed=0):
+    """Linear-scale expression: gene 10*i..10*i+4 is a marker of type i, the rest noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([f"t{i}" for i in range(n_types)], n_per_type)
+    mu = np.full((n_types, n_genes), 5.0)
+    markers = {f"t{i}": np.arange(10 * i, 10 * i + 5) for i in range(n_types)}
+    for i in range(n_types):
+        mu[i, markers[f"t{i}"]] = 60.0
+    codes = np.repeat(np.arange(n_types), n_per_type)
+    expr = rng.poisson(mu[codes] * rng.lognormal(0, 0.2, (len(codes), 1))).astype(float)
+    return expr, labels, markers
+
+
+def test_etest_ranks_planted_markers_first():
+    expr, labels, markers = _planted()
+    scores = annotation.etest_scores(expr, labels)
+    planted = np.concatenate(list(markers.values()))
+    assert set(np.argsort(-scores)[:len(planted)]) == set(planted)
+    assert scores.min() >= -1e-12                         # Jensen: log of mean >= mean of logs
+    flat = annotation.etest_scores(np.ones((10, 3)), ["a"] * 5 + ["b"] * 5)
+    assert np.allclose(flat, 0)                           # same in every type -> no information
+
+
+def test_scibet_classifies_a_separable_set_and_keeps_the_selected_genes():
+    expr, labels, markers = _planted(seed=1)
+    genes, log_p, classes = annotation.scibet_fit(expr, labels, n_genes=20)
+    assert set(genes) == set(np.concatenate(list(markers.values())))
+    assert np.allclose(np.exp(log_p).sum(axis=1), 1)     # multinomial per type
+    test, truth, _ = _planted(n_per_type=30, seed=2)
+    pred = np.asarray(classes)[annotation.scibet_log_likelihood(test, genes, log_p).argmax(axis=1)]
+    assert (pred == truth).mean() > 0.95
+    with pytest.raises(ValueError, match="n_genes"):
+        annotation.scibet_fit(expr, labels, n_genes=0)
+
+
+def test_scibet_is_not_better_than_chance_without_signal():
+    rng = np.random.default_rng(3)
+    expr = rng.poisson(5.0, (200, 50)).astype(float)
+    labels = rng.choice(["a", "b"], 200)
+    genes, log_p, classes = annotation.scibet_fit(expr[:100], labels[:100], n_genes=10)
+    pred = np.asarray(classes)[annotation.scibet_log_likelihood(expr[100:], genes, log_p).argmax(axis=1)]
+    assert 0.3 < (pred == labels[100:]).mean() < 0.7
+
+
+# --------------------------------------------------------------------------------- SingleR probs
+def test_singler_probabilities_follow_the_final_label():
+    scores = np.array([[0.9, 0.5, 0.4], [0.6, 0.58, 0.1], [0.2, 0.3, 0.8]])
+    probs = annotation.singler_probabilities(scores, ["a", "b", "c"], ["a", "b", "c"], temperature=0.05)
+    assert np.allclose(probs.sum(axis=1), 1)
+    assert list(probs.argmax(axis=1)) == [0, 1, 2]       # row 1: fine-tuning changed a -> b
+    assert probs[0].max() > probs[1].max()               # a clear winner is more confident
+    with pytest.raises(ValueError, match="temperature"):
+        annotation.singler_probabilities(scores, ["a", "b", "c"], ["a", "b", "c"], temperature=0)
+
+
+# ---------------------------------------------------------------------------------- smoke tests
+@pytest.fixture
+def cells_path(tmp_path, raw_adata):
+    raw = raw_adata
+    test = np.zeros(raw.n_obs, bool)
+    test[::4] = True
+    roles = pd.Series(np.where(test, TEST, TRAIN), index=raw.obs_names)
+    a = pp.preprocess_fold([("d", raw, roles)], min_genes=1, min_cells=3, target_sum=1e4, n_top_genes=None,
+                           flavor="seurat")
+    path = tmp_path / "cells.h5ad"
+    a.write_h5ad(path)
+    return str(path)
+
+
+def _run(tmp_path, method, cells_path, params=None):
+    out = str(tmp_path / f"{method}.h5ad")
+    status = run_method(method=method, task="annotate", cells_path=cells_path, output=out,
+                        provenance=dict(experiment="e", dataset="d", split="s", fold="f", preprocessing="p",
+                                        log="the.log"),
+                        params=params or {}, ctx=RunContext(n_comps=10))
+    return status, outputs.read_output(out, "annotate")
+
+
+def _accuracy(a):
+    held = (a.obs[ROLE] == TEST).to_numpy()
+    return (a.obs.loc[held, PREDICTED].astype(str) == a.obs.loc[held, "cell_type"].astype(str)).mean()
+
+
+@pytest.mark.parametrize("method,params", [("logreg_expr", {}), ("scibet_reimpl", {"n_genes": 50}),
+                                           ("singler", {}), ("concerto_e2e", {"epochs": 2})])
+def test_adapter_smoke(tmp_path, cells_path, method, params):
+    missing = methods.missing_dependencies(method)
+    if missing:
+        pytest.skip(f"{method} not installed here: {', '.join(missing)}")
+    status, a = _run(tmp_path, method, cells_path, params)
+    assert status == OK, a.uns["reason"]
+    assert _accuracy(a) > 0.6, method                     # 4 separable types; chance is 0.25
+    assert set(a.uns[CLASSES]) == {f"type{i}" for i in range(4)}
+
+
+@pytest.mark.parametrize("method", ["cell_blast", "moana", "mars"])
+def test_competitors_without_adapter_are_reported_not_run(tmp_path, cells_path, method):
+    assert method in methods.methods_for("annotate")
+    status, a = _run(tmp_path, method, cells_path)
+    expected = NOT_INSTALLED if methods.missing_dependencies(method) else FAILED
+    assert status == expected and a.uns["reason"]
+    assert PREDICTED not in a.obs or a.obs[PREDICTED].isna().all()
+
+
+def test_descriptions_say_reimplementation():
+    assert "re-implementation" in REGISTRY["scibet_reimpl"].description
