@@ -1,0 +1,105 @@
+"""Adapter smoke tests of the Fig 4 mapping peers (Symphony, Seurat v4, scArches) on tiny data, and
+the rule that the query never enters reference fitting. Each skips, naming what is missing, where
+its tool is not installed."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from concerto_workflow import preprocessing as pp
+from concerto_workflow.columns import ROLE, TEST, TRAIN
+from concerto_workflow.methods import REGISTRY, RunContext, missing_dependencies
+
+
+def _skip_unless_installed(method):
+    missing = missing_dependencies(method)
+    if missing:
+        pytest.skip(f"{method} not installed here: {', '.join(missing)}")
+
+
+@pytest.fixture
+def ref_query(raw_adata):
+    raw = raw_adata
+    test = (raw.obs["tech"] == "inD").to_numpy()
+    roles = pd.Series(np.where(test, TEST, TRAIN), index=raw.obs_names)
+    a = pp.preprocess_fold([("d", raw, roles)], min_genes=1, min_cells=3, target_sum=1e4, n_top_genes=None,
+                           flavor="seurat")
+    train = a.obs[ROLE].astype(str).to_numpy() == TRAIN
+    ref, query = a[train].copy(), a[~train].copy()
+    rng = np.random.default_rng(0)
+    # a second modality that follows the cell type: 3 "proteins"
+    levels = {t: rng.normal(0, 2, 3) for t in sorted(set(a.obs["cell_type"].astype(str)))}
+    for x in (ref, query):
+        x.obsm["protein"] = np.stack([levels[t] for t in x.obs["cell_type"].astype(str)]) \
+            + rng.normal(0, 0.3, (x.n_obs, 3))
+    return ref, query
+
+
+CTX = RunContext(n_comps=10, seed=0)
+
+
+def _knn_accuracy(ref_emb, ref, query_emb, query):
+    from concerto_workflow.methods.shared import vote
+
+    probs, classes = vote(ref_emb, ref.obs["cell_type"], query_emb, k=5)
+    return float((np.asarray(classes)[probs.argmax(1)] == query.obs["cell_type"].astype(str).to_numpy()).mean())
+
+
+def _check_map(fn, ref, query, **params):
+    ref_emb, query_emb = fn(ref, query, CTX, **params)
+    assert ref_emb.shape[0] == ref.n_obs and query_emb.shape == (query.n_obs, ref_emb.shape[1])
+    assert np.isfinite(ref_emb).all() and np.isfinite(query_emb).all()
+    assert _knn_accuracy(ref_emb, ref, query_emb, query) > 0.6
+    return ref_emb, query_emb
+
+
+def test_registry_entries():
+    assert set(REGISTRY["seurat_v4"].functions) == {"map", "annotate", "impute"}
+    assert set(REGISTRY["symphony"].functions) == {"map"} and set(REGISTRY["scarches"].functions) == {"map"}
+
+
+def test_symphony_maps_the_query(ref_query):
+    _skip_unless_installed("symphony")
+    from concerto_workflow.methods.mapping import symphony_map
+
+    _check_map(symphony_map, *ref_query, max_iter_harmony=3)
+
+
+def test_symphony_reference_is_fitted_on_reference_cells_only(ref_query):
+    """Changing every query value leaves Symphony's reference (and the reference embedding) as it was."""
+    _skip_unless_installed("symphony")
+    from concerto_workflow.methods.mapping import symphony_map, symphony_reference
+
+    ref, query = ref_query
+    r = symphony_reference(ref, CTX, max_iter_harmony=3)
+    assert r.n_obs == ref.n_obs and "harmony" in r.uns
+    other = query.copy()
+    other.X = other.X * 3.0
+    e1, q1 = symphony_map(ref, query, CTX, max_iter_harmony=3)
+    e2, q2 = symphony_map(ref, other, CTX, max_iter_harmony=3)
+    np.testing.assert_allclose(e1, e2)
+    assert not np.allclose(q1, q2)
+
+
+def test_seurat_v4_map_annotate_impute(ref_query):
+    _skip_unless_installed("seurat_v4")
+    from concerto_workflow.methods.mapping import seurat_v4_annotate, seurat_v4_impute, seurat_v4_map
+
+    ref, query = ref_query
+    _check_map(seurat_v4_map, ref, query, n_features=100)
+    probs, classes = seurat_v4_annotate(ref, query, CTX, n_features=100)
+    assert probs.shape == (query.n_obs, len(classes)) and classes == sorted(set(ref.obs["cell_type"].astype(str)))
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    acc = (np.asarray(classes)[probs.argmax(1)] == query.obs["cell_type"].astype(str).to_numpy()).mean()
+    assert acc > 0.6
+    imp = seurat_v4_impute(ref, query, RunContext(n_comps=10, feature_key="protein"), n_features=100)
+    assert imp.shape == (query.n_obs, 3)
+    r = [np.corrcoef(imp[:, j], query.obsm["protein"][:, j])[0, 1] for j in range(3)]
+    assert min(r) > 0.5
+
+
+@pytest.mark.slow
+def test_scarches_trvae_surgery_maps_the_query(ref_query):
+    _skip_unless_installed("scarches")
+    from concerto_workflow.methods.mapping import scarches_map
+
+    _check_map(scarches_map, *ref_query, epochs=40, query_epochs=10)
