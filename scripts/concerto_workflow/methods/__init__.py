@@ -19,7 +19,8 @@ CONCERTO = "concerto"
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(CONCERTO, "Concerto (concerto_core): teacher embedding after contrastive pretraining on "
            "the training cells; annotate = supervised fine-tuning with a softmax head",
-           {"embed": concerto.embed, "map": concerto.map_query, "annotate": concerto.annotate},
+           {"embed": concerto.embed, "map": concerto.map_query, "annotate": concerto.annotate,
+            "impute": concerto.impute},
            python_modules=("tensorflow",), needs_model=True, required=True,
            train_params=concerto.TRAIN_PARAMS),
     Method("pca", "uncorrected baseline: PCA of the log-normalised genes (fitted on the training "

@@ -55,6 +55,7 @@ def symphony_map(ref, query, ctx, *, max_iter_harmony: int = 10):
 # ------------------------------------------------------------------------------ Seurat v4
 #: R code shared by the Seurat v4 tasks: reference object (its own variable genes + PCA), query
 #: object, transfer anchors. Expects ref_m / query_m (genes x cells, log-normalised) in R.
+#: ``k_filter`` is Seurat's anchor filtering (default 200; 0 = off, Seurat's NA: much faster).
 _SEURAT_ANCHORS = """
     set.seed(seed)
     ref <- CreateSeuratObject(counts = ref_m)
@@ -65,16 +66,16 @@ _SEURAT_ANCHORS = """
     ref <- RunPCA(ref, npcs = n_dims, verbose = FALSE)
     q <- CreateSeuratObject(counts = query_m)
     q <- SetAssayData(q, slot = "data", new.data = query_m)
-    k_filter <- min(200, ncol(ref) - 1, ncol(q) - 1)
+    k_filter <- if (k_filter_max > 0) min(k_filter_max, ncol(ref) - 1, ncol(q) - 1) else NA
     anchors <- FindTransferAnchors(reference = ref, query = q, normalization.method = "LogNormalize",
                                    reference.reduction = "pca", dims = 1:n_dims, k.filter = k_filter,
-                                   k.score = min(30, k_filter - 1), verbose = FALSE)
+                                   k.score = min(30, ncol(ref) - 2, ncol(q) - 2), verbose = FALSE)
     n_anchors <- nrow(slot(anchors, "anchors"))
     k_weight <- max(2, min(50, n_anchors - 1))
 """
 
 
-def _seurat_setup(ref, query, ctx, n_features: int) -> int:
+def _seurat_setup(ref, query, ctx, n_features: int, k_filter: int) -> int:
     """Put the reference and query matrices and the settings into R's global environment."""
     import rpy2.robjects as ro
 
@@ -88,16 +89,17 @@ def _seurat_setup(ref, query, ctx, n_features: int) -> int:
     g["ref_labels"] = ro.StrVector([codes[c] for c in ref.obs[ctx.label_key].astype(str)])
     g["n_dims"], g["seed"] = n_dims, int(ctx.seed)
     g["n_features"] = int(min(n_features, ref.n_vars))
+    g["k_filter_max"] = int(k_filter)
     ro.r(r_library_preamble())
     return n_dims
 
 
-def seurat_v4_map(ref, query, ctx, *, n_features: int = 2000):
+def seurat_v4_map(ref, query, ctx, *, n_features: int = 2000, k_filter: int = 200):
     """Seurat v4 reference mapping: ``FindTransferAnchors`` on the reference PCA, then
     ``MapQuery`` (``IntegrateEmbeddings``): the query in the reference's PCA space."""
     import rpy2.robjects as ro
 
-    _seurat_setup(ref, query, ctx, n_features)
+    _seurat_setup(ref, query, ctx, n_features, k_filter)
     out = ro.r(_SEURAT_ANCHORS + """
         q <- MapQuery(anchorset = anchors, reference = ref, query = q, refdata = list(cell_type = "cell_type"),
                       reference.reduction = "pca", transferdata.args = list(k.weight = k_weight),
@@ -109,11 +111,11 @@ def seurat_v4_map(ref, query, ctx, *, n_features: int = 2000):
     return ref_emb, query_emb
 
 
-def seurat_v4_annotate(train, test, ctx, *, n_features: int = 2000):
+def seurat_v4_annotate(train, test, ctx, *, n_features: int = 2000, k_filter: int = 200):
     """Seurat v4 label transfer (``TransferData``): its per-class prediction scores."""
     import rpy2.robjects as ro
 
-    _seurat_setup(train, test, ctx, n_features)
+    _seurat_setup(train, test, ctx, n_features, k_filter)
     classes = sorted(set(train.obs[ctx.label_key].astype(str)))
     out = ro.r(_SEURAT_ANCHORS + """
         pred <- TransferData(anchorset = anchors, refdata = ref$cell_type, k.weight = k_weight,
@@ -129,13 +131,13 @@ def seurat_v4_annotate(train, test, ctx, *, n_features: int = 2000):
     return probs, classes
 
 
-def seurat_v4_impute(ref, query, ctx, *, n_features: int = 2000):
+def seurat_v4_impute(ref, query, ctx, *, n_features: int = 2000, k_filter: int = 200):
     """Seurat v4 imputation of a modality the query lacks: ``TransferData`` of the reference's
     ``obsm[ctx.feature_key]`` (e.g. the ADT assay) through the RNA transfer anchors."""
     import rpy2.robjects as ro
 
     values = np.asarray(ref.obsm[ctx.feature_key], dtype=np.float64)
-    _seurat_setup(ref, query, ctx, n_features)
+    _seurat_setup(ref, query, ctx, n_features, k_filter)
     feats = [f"F{i}" for i in range(values.shape[1])]
     ro.globalenv["ref_values"] = r_sparse_matrix(sp.csr_matrix(values), feats, ref.obs_names)
     out = ro.r(_SEURAT_ANCHORS + """
