@@ -63,20 +63,25 @@ def test_symphony_maps_the_query(ref_query):
     _check_map(symphony_map, *ref_query, max_iter_harmony=3)
 
 
-def test_symphony_reference_is_fitted_on_reference_cells_only(ref_query):
-    """Changing every query value leaves Symphony's reference (and the reference embedding) as it was."""
-    _skip_unless_installed("symphony")
-    from concerto_workflow.methods.mapping import symphony_map, symphony_reference
-
+@pytest.mark.parametrize("method", ["pca", "symphony"])
+def test_reference_is_fitted_on_reference_cells_only(ref_query, method):
+    """Changing every query value (and the query's size) leaves the reference embedding as it was:
+    the query never enters the reference's PCA, scaling or Harmony (Symphony's reference)."""
+    _skip_unless_installed(method)
     ref, query = ref_query
-    r = symphony_reference(ref, CTX, max_iter_harmony=3)
-    assert r.n_obs == ref.n_obs and "harmony" in r.uns
-    other = query.copy()
+    fn = REGISTRY[method].functions["map"]
+    params = {"max_iter_harmony": 3} if method == "symphony" else {}
+    other = query[: query.n_obs // 2].copy()
     other.X = other.X * 3.0
-    e1, q1 = symphony_map(ref, query, CTX, max_iter_harmony=3)
-    e2, q2 = symphony_map(ref, other, CTX, max_iter_harmony=3)
-    np.testing.assert_allclose(e1, e2)
-    assert not np.allclose(q1, q2)
+    e1, q1 = fn(ref, query, CTX, **params)
+    e2, q2 = fn(ref, other, CTX, **params)
+    np.testing.assert_allclose(e1, e2, rtol=1e-5, atol=1e-6)
+    assert q2.shape[0] == other.n_obs and not np.allclose(q1[: other.n_obs], q2)
+    if method == "symphony":
+        from concerto_workflow.methods.mapping import symphony_reference
+
+        r = symphony_reference(ref, CTX, max_iter_harmony=3)
+        assert r.n_obs == ref.n_obs and "harmony" in r.uns
 
 
 def test_seurat_v4_map_annotate_impute(ref_query):

@@ -55,7 +55,7 @@ def symphony_map(ref, query, ctx, *, max_iter_harmony: int = 10):
 # ------------------------------------------------------------------------------ Seurat v4
 #: R code shared by the Seurat v4 tasks: reference object (its own variable genes + PCA), query
 #: object, transfer anchors. Expects ref_m / query_m (genes x cells, log-normalised) in R.
-#: ``k_filter`` is Seurat's anchor filtering (default 200; 0 = off, Seurat's NA: much faster).
+#: ``k_filter`` is Seurat's anchor filtering (default 200; 0 = off, Seurat's NA).
 _SEURAT_ANCHORS = """
     set.seed(seed)
     ref <- CreateSeuratObject(counts = ref_m)
