@@ -90,21 +90,30 @@ def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float =
 
 def impute(ref, query, ctx, *, knn_k: int = 5):
     """Missing-modality inference (paper Fig 4e) with a model trained on the reference's RNA and
-    ``ctx.feature_key`` jointly (``second_modality``): reference and query cells are both embedded
-    through the model's RNA pathway (the query has nothing else; measured here, a reference embedded
-    with both modalities does not land among RNA-only query embeddings: Pearson r ~0.1 vs ~0.6 on
-    the test data), then the engine's k-NN smoothing of the reference's values (paper: k = 5).
-    The query's values of ``ctx.feature_key`` are never read."""
+    ``ctx.feature_key`` jointly (train param ``second_modality``): the reference is embedded by the
+    teacher from both modalities (the joint embedding), the RNA-only query by the student from its
+    RNA (the contrastive objective puts both networks' outputs in one space), then the engine's k-NN
+    smoothing of the reference's values (paper: k = 5). The query's values of ``ctx.feature_key``
+    are never read. Measured on the PBMC CITE-seq stand-in (median Pearson r over 24 proteins):
+    0.37 this way; 0.07 with the teacher on the query's RNA alone (the teacher never saw RNA
+    without protein); 0.40 with the student on the RNA of both. A model trained on RNA only
+    embeds both sets with the teacher."""
     from .shared import smooth
 
     model = _load(ctx)
-    rna = ["rna"] if "rna" in model.modalities else None
-    ref_rna, query_rna = ref.copy(), query.copy()
-    ref_rna.obsm.clear()
+    query_rna = query.copy()
     query_rna.obsm.clear()                    # the query is RNA-only: nothing else can reach the model
-    ref_emb = np.asarray(model.get_latent_representation(ref_rna, modalities=rna), dtype=np.float32)
-    query_emb = np.asarray(model.get_latent_representation(query_rna, modalities=rna), dtype=np.float32)
-    return smooth(ref_emb, np.asarray(ref.obsm[ctx.feature_key]), query_emb, k=knn_k)
+    if ctx.feature_key in model.modalities:
+        ref_in = ref.copy()
+        reference_modalities(ref_in, ctx.feature_key)
+        ref_emb = model.get_latent_representation(ref_in)
+        query_emb = model.get_latent_representation(query_rna, modalities=["rna"], student=True)
+    else:
+        ref_rna = ref.copy()
+        ref_rna.obsm.clear()
+        ref_emb, query_emb = _embed(model, ref_rna), _embed(model, query_rna)
+    return smooth(np.asarray(ref_emb, dtype=np.float32), np.asarray(ref.obsm[ctx.feature_key]),
+                  np.asarray(query_emb, dtype=np.float32), k=knn_k)
 
 
 #: config params consumed by ``train`` (the rest go to the task functions)
