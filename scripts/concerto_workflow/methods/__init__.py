@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import annotation, baselines, concerto, seurat
+from . import annotation, baselines, concerto, mapping, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -19,7 +19,8 @@ CONCERTO = "concerto"
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(CONCERTO, "Concerto (concerto_core): teacher embedding after contrastive pretraining on "
            "the training cells; annotate = supervised fine-tuning with a softmax head",
-           {"embed": concerto.embed, "map": concerto.map_query, "annotate": concerto.annotate},
+           {"embed": concerto.embed, "map": concerto.map_query, "annotate": concerto.annotate,
+            "impute": concerto.impute},
            python_modules=("tensorflow",), needs_model=True, required=True,
            train_params=concerto.TRAIN_PARAMS),
     Method("pca", "uncorrected baseline: PCA of the log-normalised genes (fitted on the training "
@@ -29,6 +30,17 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            python_modules=("harmonypy",)),
     Method("seurat", "Seurat v3 CCA anchor integration (R, through rpy2)", {"embed": seurat.seurat_embed},
            python_modules=("rpy2",), r_packages=("Seurat",)),
+    Method("symphony", "Symphony (symphonypy): reference = PCA + Harmony of the reference cells; the "
+           "query projected on its loadings and corrected towards its Harmony centroids",
+           {"map": mapping.symphony_map}, python_modules=("symphonypy", "harmonypy")),
+    Method("seurat_v4", "Seurat v4 reference mapping (R, through rpy2): FindTransferAnchors on the "
+           "reference PCA + MapQuery; annotate / impute = its own TransferData",
+           {"map": mapping.seurat_v4_map, "annotate": mapping.seurat_v4_annotate,
+            "impute": mapping.seurat_v4_impute},
+           python_modules=("rpy2",), r_packages=("Seurat",)),
+    Method("scarches", "scArches trVAE surgery: conditional VAE trained on the reference batches, "
+           "query batches added as new conditions (only their weights trained)",
+           {"map": mapping.scarches_map}, python_modules=("scarches", "torch")),
     Method("logreg", "logistic regression on PCA of the training cells", {"annotate": baselines.logreg_annotate},
            python_modules=("sklearn",)),
     # annotation competitors of Fig 2 (methods/annotation.py)

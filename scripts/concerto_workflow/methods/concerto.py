@@ -22,15 +22,31 @@ def set_threads(threads: int | None) -> None:
     set_cpu_threads(threads)
 
 
+def reference_modalities(a, second_modality: str = "") -> dict | None:
+    """concerto_core's ``modalities`` for a reference: RNA alone, or RNA plus ``obsm[second_modality]``
+    (e.g. the ADT counts of CITE-seq, log1p-transformed in place on this copy as the RNA is)."""
+    if not second_modality:
+        return None
+    if second_modality not in a.obsm:
+        raise ValueError(f"second_modality={second_modality!r}: the training cells have no obsm "
+                         f"{second_modality!r} (obsm: {list(a.obsm)})")
+    a.obsm[second_modality] = np.log1p(np.asarray(a.obsm[second_modality], dtype=np.float32))
+    return {"rna": "X", second_modality: f"obsm:{second_modality}:{second_modality}_names"}
+
+
 def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epochs: int = 5,
-          batch_size: int = 64, source_aware: bool = True) -> None:
-    """Pretrain on ``cells`` whose role is train; save to ``model_dir``."""
+          batch_size: int = 64, source_aware: bool = True, second_modality: str = "") -> None:
+    """Pretrain on ``cells`` whose role is train; save to ``model_dir``. ``second_modality``: an
+    obsm key (e.g. 'protein') learnt jointly with the RNA (paper's multimodal Concerto)."""
     set_threads(threads)
     from concerto_core import Concerto
 
-    a = cells[cells.obs["role"].astype(str) == TRAIN].copy() if "role" in cells.obs else cells
+    a = cells[cells.obs["role"].astype(str) == TRAIN].copy() if "role" in cells.obs else cells.copy()
+    if second_modality and f"{second_modality}_names" not in a.uns:
+        a.uns[f"{second_modality}_names"] = [f"{second_modality}{i}" for i in range(a.obsm[second_modality].shape[1])]
+    modalities = reference_modalities(a, second_modality)
     t0 = time.time()
-    model = Concerto(a, batch_key=BATCH if source_aware else None, seed=seed)
+    model = Concerto(a, batch_key=BATCH if source_aware else None, modalities=modalities, seed=seed)
     model.train(epochs=epochs, batch_size=batch_size, checkpoint_dir=None)
     model.save(model_dir)
     print(f"[concerto] trained on {a.n_obs} cells x {a.n_vars} genes in {time.time() - t0:.1f}s "
@@ -72,5 +88,33 @@ def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float =
     return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories]
 
 
+def impute(ref, query, ctx, *, knn_k: int = 5):
+    """Missing-modality inference (paper Fig 4e) with a model trained on the reference's RNA and
+    ``ctx.feature_key`` jointly (train param ``second_modality``): the reference is embedded by the
+    teacher from both modalities (the joint embedding), the RNA-only query by the student from its
+    RNA (the contrastive objective puts both networks' outputs in one space), then the engine's k-NN
+    smoothing of the reference's values (paper: k = 5). The query's values of ``ctx.feature_key``
+    are never read. Measured on the PBMC CITE-seq stand-in (median Pearson r over 24 proteins):
+    0.37 this way; 0.07 with the teacher on the query's RNA alone (the teacher never saw RNA
+    without protein); 0.40 with the student on the RNA of both. A model trained on RNA only
+    embeds both sets with the teacher."""
+    from .shared import smooth
+
+    model = _load(ctx)
+    query_rna = query.copy()
+    query_rna.obsm.clear()                    # the query is RNA-only: nothing else can reach the model
+    if ctx.feature_key in model.modalities:
+        ref_in = ref.copy()
+        reference_modalities(ref_in, ctx.feature_key)
+        ref_emb = model.get_latent_representation(ref_in)
+        query_emb = model.get_latent_representation(query_rna, modalities=["rna"], student=True)
+    else:
+        ref_rna = ref.copy()
+        ref_rna.obsm.clear()
+        ref_emb, query_emb = _embed(model, ref_rna), _embed(model, query_rna)
+    return smooth(np.asarray(ref_emb, dtype=np.float32), np.asarray(ref.obsm[ctx.feature_key]),
+                  np.asarray(query_emb, dtype=np.float32), k=knn_k)
+
+
 #: config params consumed by ``train`` (the rest go to the task functions)
-TRAIN_PARAMS = ("epochs", "batch_size", "source_aware")
+TRAIN_PARAMS = ("epochs", "batch_size", "source_aware", "second_modality")

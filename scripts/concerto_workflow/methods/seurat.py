@@ -6,6 +6,7 @@ r-cran-seurat); otherwise the registry reports it as ``not_installed``.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def missing_r_packages(packages) -> list[str]:
@@ -72,6 +73,30 @@ def seurat_dims(batch_sizes, n_comps: int, n_genes: int) -> int:
         print(f"[seurat] using {dims} CCA dimensions (smallest batch: {smallest} cells, "
               f"{n_genes} genes)", flush=True)
     return dims
+
+
+def r_library_preamble() -> str:
+    """R code loading Seurat and Matrix quietly. ``library()`` warns about empty library
+    directories (Debian's /usr/local/lib/R/site-library), so only non-empty ones are searched."""
+    return """
+        libs <- Filter(function(p) length(dir(p)) > 0, .libPaths())
+        suppressPackageStartupMessages({library(Seurat, lib.loc = libs); library(Matrix, lib.loc = libs)})
+    """
+
+
+def r_sparse_matrix(X, genes, cells):
+    """``X`` (cells x features, as in AnnData) as an R ``dgCMatrix`` of features x cells with
+    dimnames; '_' in feature names becomes '-' as Seurat does."""
+    import rpy2.robjects as ro
+
+    M = sp.csc_matrix(sp.csr_matrix(X).T)
+    ro.r(r_library_preamble())
+    # plain R vectors (numpy2ri would hand R 1-d arrays, which Matrix slots reject)
+    return ro.r("function(i, p, x, d, g, c) sparseMatrix(i = i + 1, p = p, x = x, dims = d, "
+                "dimnames = list(g, c))")(
+        ro.IntVector(M.indices.tolist()), ro.IntVector(M.indptr.tolist()),
+        ro.FloatVector(M.data.astype(float).tolist()), ro.IntVector(list(M.shape)),
+        ro.StrVector([str(v).replace("_", "-") for v in genes]), ro.StrVector([str(v) for v in cells]))
 
 
 def seurat_embed(adata, ctx, *, n_features: int = 2000):
