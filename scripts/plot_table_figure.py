@@ -1,12 +1,13 @@
 from concerto_workflow.logs import redirect_output; redirect_output(snakemake.log[0])  # noqa: E702,F821
-"""Bars, box or heatmap figure from the collected score tables of its experiments."""
+"""Bars, box, heatmap or lines figure from the collected score tables of its experiments."""
 from concerto_workflow import figures, tables
 
 sm = snakemake  # noqa: F821
 f = sm.params.figure
 df = figures.with_paper_methods(tables.concat(list(sm.input)), f["paper_methods"])
-draw = {"bars": figures.plot_bars, "box": figures.plot_box, "heatmap": figures.plot_heatmap}[f["type"]]
+draw = {"bars": figures.plot_bars, "box": figures.plot_box, "heatmap": figures.plot_heatmap,
+        "lines": figures.plot_lines}[f["type"]]
 kwargs = dict(metrics=f["metrics"], title=f["title"])
-if f["type"] != "box":
+if f["type"] in ("bars", "heatmap"):
     kwargs["x"] = f["x"]
 draw(df, sm.output[0], **kwargs)

@@ -30,6 +30,7 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
                  tech_pattern: str = r"^(.*?)\d*$", keep_obs=()) -> ad.AnnData:
     """Read a real h5ad and map its columns onto the common schema.
 
+    An empty ``batch_col`` means one batch (a single run: obs['batch'] = 'batch0').
     ``tech_col`` names the technology column; without it, ``tech_pattern`` is a regex whose
     first group extracts the technology from the batch name (scIB pancreas: ``inDrop3`` ->
     ``inDrop``). ``keep_obs`` columns are carried along (donor, finer labels, ...); an
@@ -44,7 +45,7 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
         raise KeyError(f"datasets.*.counts_layer = {counts_layer!r} not in the layers of {path}: "
                        f"{list(a.layers)}")
     X = a.layers[counts_layer] if counts_layer else a.X
-    batch = a.obs[batch_col].astype(str)
+    batch = a.obs[batch_col].astype(str) if batch_col else pd.Series("batch0", index=a.obs_names)
     tech = a.obs[tech_col].astype(str) if tech_col else \
         batch.map(lambda b: (re.match(tech_pattern, b) or re.match("(.*)", b)).group(1))
     obs = pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values, "batch": batch.values,

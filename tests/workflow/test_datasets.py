@@ -49,3 +49,11 @@ def test_convert_real_keeps_columns_and_protein(tmp_path):
                                 keep_obs=["donor"])
     assert list(out.obs["tech"]) == ["10x"] * 3 and list(out.obs["donor"]) == list("ppq")
     assert out.obsm["protein"].shape == (3, 2) and list(out.uns["protein_names"]) == ["CD3", "CD4"]
+
+
+def test_convert_real_without_batch_column_is_one_batch(tmp_path):
+    """A single run (PBMC 4k, CBMC): batch_col '' -> every cell in batch0."""
+    a = ad.AnnData(np.ones((3, 2), dtype=np.float32), obs=pd.DataFrame({"label": ["1", "2", "1"]}, index=list("abc")))
+    a.write_h5ad(tmp_path / "x.h5ad")
+    out = datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="label")
+    assert set(out.obs["batch"]) == {"batch0"} and list(out.obs["cell_type"]) == ["1", "2", "1"]

@@ -70,7 +70,7 @@ def _mean(df, metric):
 
 
 TASKS = {"tiny_integration": "embed", "tiny_mapping": "map", "tiny_annotation": "annotate",
-         "tiny_rejection": "annotate"}
+         "tiny_rejection": "annotate", "tiny_clustering": "cluster"}
 
 
 @pytest.mark.slow
@@ -103,6 +103,12 @@ def test_controls_bound_the_methods(tiny_run):
     assert set(annot["fold"]) == {"f0", "f1"}
     rej = _mean(_scores(work, "tiny_rejection"), "auroc_unseen")
     assert rej["true_labels"] == 1.0 and rej["random"] < rej["true_labels"]
+    clus = _scores(work, "tiny_clustering")
+    ari = _mean(clus, "ari")                             # mean over the resolutions
+    assert ari["random"] < ari["pca"] < ari["true_labels"] == 1.0
+    assert set(clus["setting"]) == {"0.3", "1.0"}
+    obs = outputs.read_output(str(work / "results/tiny_clustering/all/hvg150/pca/seed0.h5ad"), "cluster").obs
+    assert set(obs.loc[obs["cell_type"] == "beta", "tech"].astype(str)) == {"CEL-seq2"}
 
 
 @pytest.mark.slow
@@ -121,7 +127,7 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     work, common = tiny_run
     res = work / "results"
     for f in ("fig3e_umap_tiny", "fig3g_tiny", "fig4a_tiny", "fig4b_tiny", "fig2a_tiny", "supp01_tiny",
-              "fig2d_tiny", "runtimes"):
+              "fig2d_tiny", "fig3a_tiny", "fig3b_tiny", "runtimes"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 5000, f
     rt = pd.read_csv(res / "runtimes.tsv", sep="\t")
     assert {"rule", "job", "s"} <= set(rt.columns) and "train_concerto" in set(rt["rule"])

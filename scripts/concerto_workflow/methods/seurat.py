@@ -1,4 +1,4 @@
-"""Seurat v3 (CCA anchors) integration through rpy2.
+"""Seurat v3 through rpy2: CCA anchor integration (embed) and FindNeighbors + FindClusters (cluster).
 
 Runs only where R, Seurat and rpy2 are installed (``make setup`` tries Debian's
 r-cran-seurat); otherwise the registry reports it as ``not_installed``.
@@ -47,13 +47,11 @@ def seurat_dims(batch_sizes, n_comps: int, n_genes: int) -> int:
     return dims
 
 
-def seurat_embed(adata, ctx, *, n_features: int = 2000):
-    """Seurat v3 CCA anchors (``FindIntegrationAnchors`` + ``IntegrateData``), then PCA."""
+def _put_matrix(adata):
+    """R globals x_i, x_p, x_x, dims_xy, genes, cells: the log-normalised genes x cells matrix."""
     import rpy2.robjects as ro
     import scipy.sparse as sp
 
-    batch_key, n_comps, seed = ctx.batch_key, ctx.n_comps, ctx.seed
-    dims = seurat_dims(adata.obs[batch_key].value_counts().to_numpy(), n_comps, adata.n_vars)
     X = sp.csc_matrix(adata.X.T)  # genes x cells, log-normalised
     g = ro.globalenv
     # plain R vectors (numpy2ri would hand R 1-d arrays, which Matrix slots reject)
@@ -63,6 +61,16 @@ def seurat_embed(adata, ctx, *, n_features: int = 2000):
     g["dims_xy"] = ro.IntVector(list(X.shape))
     g["genes"] = ro.StrVector([str(v).replace("_", "-") for v in adata.var_names])
     g["cells"] = ro.StrVector([str(v) for v in adata.obs_names])
+    return g
+
+
+def seurat_embed(adata, ctx, *, n_features: int = 2000):
+    """Seurat v3 CCA anchors (``FindIntegrationAnchors`` + ``IntegrateData``), then PCA."""
+    import rpy2.robjects as ro
+
+    batch_key, n_comps, seed = ctx.batch_key, ctx.n_comps, ctx.seed
+    dims = seurat_dims(adata.obs[batch_key].value_counts().to_numpy(), n_comps, adata.n_vars)
+    g = _put_matrix(adata)
     g["batches"] = ro.StrVector(adata.obs[batch_key].astype(str).tolist())
     g["n_dims"] = dims
     g["n_comps"] = int(n_comps)
@@ -90,3 +98,68 @@ def seurat_embed(adata, ctx, *, n_features: int = 2000):
         Embeddings(integ, "pca")[cells, ]
     """)
     return np.array(emb, dtype=np.float32).reshape(adata.n_obs, -1, order="F")
+
+
+#: engine cluster algorithm -> Seurat FindClusters(algorithm=): 1 = original Louvain, 4 = Leiden
+SEURAT_ALGORITHMS = {"louvain": 1, "leiden": 4}
+
+
+def leiden_on_graph(graph, resolution: float, *, seed: int, n_iterations: int = 10) -> np.ndarray:
+    """What Seurat's ``FindClusters(algorithm = 4)`` does with its SNN graph: leidenalg's
+    RBConfiguration partition (weighted, ``n.iter`` 10, ``random.seed``). Seurat calls it through
+    reticulate, which crashes inside rpy2 (a GIL error), so the workflow makes the same call here."""
+    import igraph as ig
+    import leidenalg
+    import scipy.sparse as sp
+
+    up = sp.triu(sp.csr_matrix(graph), k=1).tocoo()
+    g = ig.Graph(n=graph.shape[0], edges=list(zip(up.row.tolist(), up.col.tolist())), directed=False)
+    g.es["weight"] = up.data.tolist()
+    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                    resolution_parameter=float(resolution), n_iterations=n_iterations, seed=seed)
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+def seurat_cluster(adata, ctx, *, n_features: int = 2000, k_param: int = 20):
+    """Seurat's own clustering: HVGs, ScaleData, PCA (``ctx.n_comps``), ``FindNeighbors`` (SNN,
+    ``k_param``), then ``FindClusters`` at each resolution of ``ctx.settings`` with algorithm 1
+    (Louvain, in R) or, for Leiden (algorithm 4), leidenalg on Seurat's SNN graph
+    (:func:`leiden_on_graph`). Returns (clusters, the PCA embedding they came from)."""
+    import rpy2.robjects as ro
+    import scipy.sparse as sp
+
+    if ctx.cluster_algorithm not in SEURAT_ALGORITHMS:
+        raise ValueError(f"Seurat has no {ctx.cluster_algorithm!r} clustering; it has {sorted(SEURAT_ALGORITHMS)}")
+    louvain = ctx.cluster_algorithm == "louvain"
+    g = _put_matrix(adata)
+    g["n_comps"] = int(min(ctx.n_comps, adata.n_vars - 1, adata.n_obs - 1))
+    g["n_features"] = int(min(n_features, adata.n_vars))
+    g["k_param"] = int(k_param)
+    g["resolutions"] = ro.FloatVector([float(r) for r in ctx.settings] if louvain else [])
+    g["seed"] = int(ctx.seed)
+    res = ro.r("""
+        libs <- Filter(function(p) length(dir(p)) > 0, .libPaths())
+        suppressPackageStartupMessages({library(Seurat, lib.loc = libs); library(Matrix, lib.loc = libs)})
+        set.seed(seed)
+        m <- sparseMatrix(i = x_i + 1, p = x_p, x = x_x, dims = dims_xy, dimnames = list(genes, cells))
+        so <- CreateSeuratObject(counts = m)
+        so <- SetAssayData(so, slot = "data", new.data = m)
+        so <- FindVariableFeatures(so, nfeatures = n_features, verbose = FALSE)
+        so <- ScaleData(so, verbose = FALSE)
+        so <- RunPCA(so, npcs = n_comps, verbose = FALSE, seed.use = seed)
+        so <- FindNeighbors(so, dims = 1:n_comps, k.param = k_param, verbose = FALSE)
+        cl <- sapply(resolutions, function(r) {
+            o <- FindClusters(so, resolution = r, algorithm = 1, random.seed = seed, verbose = FALSE)
+            as.integer(as.character(Idents(o)[cells]))
+        })
+        snn <- as(so@graphs$RNA_snn[cells, cells], "CsparseMatrix")
+        list(as.integer(unlist(cl)), Embeddings(so, "pca")[cells, ], snn@i, snn@p, snn@x)
+    """)
+    n = adata.n_obs
+    emb = np.array(res[1], dtype=np.float32).reshape(n, -1, order="F")
+    if louvain:
+        clusters = np.array(res[0], dtype=np.int64).reshape(n, -1, order="F")
+    else:
+        snn = sp.csc_matrix((np.array(res[4]), np.array(res[2]), np.array(res[3])), shape=(n, n))
+        clusters = np.column_stack([leiden_on_graph(snn, r, seed=ctx.seed) for r in ctx.settings])
+    return clusters, emb
