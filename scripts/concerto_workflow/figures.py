@@ -201,7 +201,9 @@ def plot_lines(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) ->
             ax.set_xlabel("resolution", fontsize=8)
     handles = [plt.Line2D([], [], color=colors[m], marker="o", ls="--" if kinds[m] in CONTROL_KINDS else "-")
                for m in methods]
-    fig.legend(handles, [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") for m in methods],
+    ran = set(df.loc[df["status"] == OK, "method"])
+    fig.legend(handles, [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") + ("" if m in ran else " (not run)")
+                         for m in methods],
                loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(methods), 5), fontsize=7, frameon=False)
     _title_and_note(fig, title, df, -(-len(methods) // 5))
     _save(fig, out)
