@@ -94,6 +94,7 @@ rule run_method:
         n_comps=lambda wc: experiment(wc)["n_comps"],
         knn_k=lambda wc: experiment(wc)["knn_k"],
         resolutions=lambda wc: experiment(wc)["resolutions"],
+        cluster_algorithm=lambda wc: experiment(wc)["cluster_algorithm"],
         feature_key=lambda wc: experiment(wc)["feature_key"],
     log:
         "results/logs/run_method/{experiment}_{fold}_{prep}_{method}_seed{seed}.log",

@@ -12,6 +12,7 @@ if p.task == "impute":
     feature_names = tuple(ad.read_h5ad(sm.input.cells, backed="r").uns.get(f"{p.feature_key}_names", ()))
 ctx = RunContext(seed=int(wc.seed), n_comps=p.n_comps, threads=sm.threads,
                  model_dir=sm.input.get("model"), settings=tuple(p.resolutions), feature_key=p.feature_key,
+                 cluster_algorithm=p.cluster_algorithm,
                  feature_names=feature_names)
 provenance = dict(experiment=wc.experiment, dataset=p.dataset, split=p.split, fold=wc.fold,
                   preprocessing=wc.prep, log=sm.log[0], retry_of=p.previous_failure)

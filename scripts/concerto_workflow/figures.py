@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .columns import (BATCH, CELL_TYPE, CONFIDENCE, EMBEDDING, OK, PREDICTED, ROLE, TEST,  # noqa: E402
-                      VALID)
+from .columns import (BATCH, CELL_TYPE, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, OK,  # noqa: E402
+                      PREDICTED, ROLE, TEST, VALID)
 from .scoring import axis_label  # noqa: E402
 
 UMAP_COLUMNS = ["cell", "umap1", "umap2", "status", "reason", "log"]
@@ -177,15 +177,49 @@ def plot_heatmap(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, titl
     _save(fig, out)
 
 
+def plot_lines(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) -> None:
+    """Cluster metrics against resolution: one row of panels per experiment (e.g. Leiden, Louvain),
+    one column per metric, one line per method (mean +- sd over seeds and folds); controls dashed."""
+    methods = method_order(df)
+    kinds = df.drop_duplicates("method").set_index("method")["kind"]
+    colors = _palette(methods)
+    exps = list(dict.fromkeys(df["experiment"]))
+    fig, axes = plt.subplots(len(exps), len(metrics), squeeze=False, sharex=True,
+                             figsize=(3.6 * len(metrics), 2.9 * len(exps)))
+    for i, x in enumerate(exps):
+        for ax, metric in zip(axes[i], metrics):
+            d = df[(df["experiment"] == x) & (df["metric"] == metric) & (df["status"] == OK)]
+            for m in methods:
+                r = d[d["method"] == m].assign(res=lambda t: t["setting"].astype(float))
+                if r.empty:
+                    continue
+                g = r.groupby("res")["value"].agg(["mean", "std"]).reset_index()
+                ax.errorbar(g["res"], g["mean"], yerr=g["std"].fillna(0), color=colors[m], marker="o", ms=3,
+                            lw=1.2, capsize=2, ls="--" if kinds[m] in CONTROL_KINDS else "-")
+            ax.set_title(x, fontsize=8)
+            ax.set_ylabel(axis_label(metric), fontsize=8)
+            ax.set_xlabel("resolution", fontsize=8)
+    handles = [plt.Line2D([], [], color=colors[m], marker="o", ls="--" if kinds[m] in CONTROL_KINDS else "-")
+               for m in methods]
+    ran = set(df.loc[df["status"] == OK, "method"])
+    fig.legend(handles, [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") + ("" if m in ran else " (not run)")
+                         for m in methods],
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(methods), 5), fontsize=7, frameon=False)
+    _title_and_note(fig, title, df, -(-len(methods) // 5))
+    _save(fig, out)
+
+
 # ------------------------------------------------------------------------------------- UMAPs
 def umap_table(a, *, n_neighbors: int, seed: int) -> pd.DataFrame:
     """2-d UMAP of an output's embedding (scanpy, n_neighbors=15 as in the paper) with its obs."""
     import scanpy as sc
 
-    st = a.uns["status"]
+    st, reason = a.uns["status"], a.uns["reason"]
+    if st == OK and EMBEDDING not in a.obsm:  # a clustering control has clusters but no space
+        st, reason = "no embedding", "this output has clusters but no embedding to draw"
     if st != OK:
         return pd.DataFrame([{"cell": "", "umap1": np.nan, "umap2": np.nan, "status": st,
-                              "reason": a.uns["reason"], "log": a.uns["log"]}])
+                              "reason": reason, "log": a.uns["log"]}])
     b = a.copy()
     sc.pp.neighbors(b, n_neighbors=n_neighbors, use_rep=EMBEDDING, random_state=seed)
     sc.tl.umap(b, random_state=seed)
@@ -194,17 +228,32 @@ def umap_table(a, *, n_neighbors: int, seed: int) -> pd.DataFrame:
                         "log": a.uns["log"]})
     for c in b.obs.columns:
         out[c] = b.obs[c].astype(str).to_numpy()
+    if CLUSTERS in b.obsm:  # cluster outputs: one column per setting, e.g. clusters_0.4
+        for j, s in enumerate(b.uns[CLUSTER_SETTINGS]):
+            out[f"clusters_{s}"] = np.asarray(b.obsm[CLUSTERS])[:, j].astype(str)
     return out
 
 
+def highlight_column(t: pd.DataFrame, spec: str) -> pd.Series:
+    """'cell_type=beta' -> 'beta' for those cells, 'other' for the rest (a UMAP colour column)."""
+    col, value = spec.split("=", 1)
+    return pd.Series(np.where(t[col].astype(str) == value, value, "other"), index=t.index)
+
+
 def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[str], title: str) -> None:
-    """One row per method, one column per obs column coloured."""
+    """One row per method, one column per obs column coloured ('column=value': that value
+    highlighted in red against grey, drawn on top)."""
+    tables = {m: t.assign(**{c: highlight_column(t, c) for c in color_by if "=" in c})
+              if (t["status"] == OK).all() else t for m, t in tables.items()}
     methods = list(tables)
     fig, axes = plt.subplots(len(methods), len(color_by), figsize=(4 * len(color_by), 3.2 * len(methods)),
                              squeeze=False)
     ok = [t for t in tables.values() if (t["status"] == OK).all()]
     pals = {c: _palette(sorted(set(np.concatenate([t[c].to_numpy() for t in ok if c in t])))) if ok else {}
             for c in color_by}
+    for c in color_by:
+        if "=" in c:
+            pals[c] = {"other": "0.85", c.split("=", 1)[1]: "tab:red"}
     for i, m in enumerate(methods):
         t = tables[m]
         for j, col in enumerate(color_by):
@@ -213,6 +262,8 @@ def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[
                 _not_run(ax, t["status"].iloc[0], t["reason"].iloc[0])
             else:
                 order = np.random.default_rng(0).permutation(len(t))  # no group drawn on top
+                if "=" in col:  # ... except the highlighted cells
+                    order = order[np.argsort(t[col].to_numpy()[order] != "other", kind="stable")]
                 ax.scatter(t["umap1"].to_numpy()[order], t["umap2"].to_numpy()[order], s=2,
                            c=[pals[col][v] for v in t[col].to_numpy()[order]], linewidths=0, rasterized=True)
                 ax.set_xticks([])

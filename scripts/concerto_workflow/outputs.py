@@ -13,7 +13,8 @@ map        obsm['X_emb'] (every cell); obs['predicted_label'], obs['conf_score']
            cells: the shared k-NN vote); obsm['label_probabilities'] + uns['label_classes']
 annotate   obs['predicted_label'], obs['conf_score'] (non-train cells);
            obsm['label_probabilities'] + uns['label_classes']
-cluster    obsm['clusters'] (every cell x setting, int) + uns['cluster_settings']
+cluster    obsm['clusters'] (every cell x setting, int) + uns['cluster_settings']; optional
+           obsm['X_emb']: the space the clusters came from (silhouette, UMAPs)
 impute     obsm['imputed'], obsm['measured'] (non-train cells x features) + uns['feature_names']
 =========  ====================================================================================
 

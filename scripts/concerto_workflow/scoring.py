@@ -76,6 +76,20 @@ def asw_celltype(a, p):
     return _asw(a, CELL_TYPE, p)
 
 
+def asw_focus_celltype(a, p):
+    """Cell-type silhouette (sklearn) averaged over the cells of one label, ``focus_label``
+    (paper Fig 3f: beta cells, present in one technology only, should stay a separate group
+    rather than be over-corrected onto other types). NaN when the label is absent."""
+    from sklearn.metrics import silhouette_samples
+
+    idx = _subsample(a.n_obs, p.get("asw_max_cells"), p.get("seed", 0))
+    y = a.obs[CELL_TYPE].astype(str).to_numpy()[idx]
+    focus = y == str(p.get("focus_label", "beta"))
+    if not focus.any() or len(np.unique(y)) < 2:
+        return float("nan")
+    return float(np.mean(silhouette_samples(np.asarray(a.obsm[EMBEDDING])[idx], y)[focus]))
+
+
 # ----------------------------------------------------------------------------------- labels
 def _test(a: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
     t = (a.obs[ROLE].astype(str) == TEST).to_numpy()
@@ -141,6 +155,20 @@ def ari(a, p):
     return _per_setting(a, adjusted_rand_score)
 
 
+def silhouette_clusters(a, p):
+    """Silhouette of each setting's clusters (sklearn, euclidean) in the embedding the clusters
+    came from (``obsm['X_emb']``, each method's own space); NaN without one (controls) or with
+    fewer than 2 clusters."""
+    from sklearn.metrics import silhouette_score
+
+    if EMBEDDING not in a.obsm:
+        return {s: float("nan") for s in a.uns[CLUSTER_SETTINGS]}
+    idx = _subsample(a.n_obs, p.get("asw_max_cells"), p.get("seed", 0))
+    emb, cl = np.asarray(a.obsm[EMBEDDING])[idx], np.asarray(a.obsm[CLUSTERS])[idx]
+    return {s: (float(silhouette_score(emb, cl[:, j])) if 1 < len(np.unique(cl[:, j])) < len(idx) else float("nan"))
+            for j, s in enumerate(a.uns[CLUSTER_SETTINGS])}
+
+
 def nmi(a, p):
     from sklearn.metrics import normalized_mutual_info_score
 
@@ -173,6 +201,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("kbet_accept_rate", ("embed", "map"), True, "kBET acceptance rate (batch mixing)", kbet_accept_rate),
     Metric("asw_batch", ("embed", "map"), False, "silhouette of batch labels (lower = mixed)", asw_batch),
     Metric("asw_celltype", ("embed", "map"), True, "silhouette of cell-type labels", asw_celltype),
+    Metric("asw_focus_celltype", ("embed", "map"), True,
+           "cell-type silhouette of the cells of metric_params.focus_label (beta cells)", asw_focus_celltype),
     Metric("accuracy", _LABEL_TASKS, True, "accuracy on the test cells", accuracy),
     Metric("macro_f1", _LABEL_TASKS, True, "mean F1 over the test set's cell types", macro_f1),
     Metric("median_f1", _LABEL_TASKS, True, "median F1 over the test set's cell types", median_f1),
@@ -181,6 +211,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("auroc_unseen", _LABEL_TASKS, True, "AUROC of low confidence for unseen types", auroc_unseen),
     Metric("ari", ("cluster",), True, "adjusted Rand index of clusters vs cell types", ari),
     Metric("nmi", ("cluster",), True, "normalised mutual information of clusters vs cell types", nmi),
+    Metric("silhouette_clusters", ("cluster",), True,
+           "silhouette of the clusters in the embedding they came from", silhouette_clusters),
     Metric("pearson", ("impute",), True, "Pearson r per feature, imputed vs measured (test cells)", pearson),
     Metric("pearson_median", ("impute",), True, "median over features of the Pearson r", pearson_median),
 )}

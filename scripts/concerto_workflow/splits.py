@@ -18,6 +18,12 @@ rows of each fold only. The kinds (config ``splits.<name>.kind``):
 ``leave_one_out``  each value of ``key`` is the test set once; training cells are bootstrap-resampled
 ``label_mask``     cells of ``remove``d labels are the test set (unseen types); a stratified
                    ``valid_fraction`` of the other cells is held out as validation
+
+Any kind takes an optional ``cells`` filter applied before splitting (:func:`select_cells`):
+``keep: {key, values}`` (only those cells take part, e.g. the 10x subset of PBMC 45k) and
+``drop: {label, values, except_key, except_values}`` (cells of those labels leave the study
+except where ``except_key`` is in ``except_values``: the paper's over-correction test keeps
+beta cells in CEL-seq2 only). Dropped cells are absent from every fold's table.
 """
 from __future__ import annotations
 
@@ -87,6 +93,31 @@ def _check_values(col: pd.Series, values, what: str) -> None:
     missing = [v for v in values if str(v) not in present]
     if missing:
         raise SplitError(f"{what}: values {missing} not in the data; present: {sorted(present)}")
+
+
+def select_cells(obs: pd.DataFrame, cells: dict | None) -> pd.DataFrame:
+    """The rows of ``obs`` that take part in the split (see the module docstring)."""
+    if not cells:
+        return obs
+    keep = np.ones(len(obs), dtype=bool)
+    if cells.get("keep"):
+        k = cells["keep"]
+        col = _column(obs, k["key"], "split cells.keep")
+        _check_values(col, k["values"], f"split cells.keep on {k['key']!r}")
+        keep &= col.isin([str(v) for v in k["values"]]).to_numpy()
+    if cells.get("drop"):
+        d = cells["drop"]
+        labels = _column(obs, d.get("label", CELL_TYPE), "split cells.drop")
+        _check_values(labels, d["values"], f"split cells.drop on {d.get('label', CELL_TYPE)!r}")
+        gone = labels.isin([str(v) for v in d["values"]]).to_numpy()
+        if d.get("except_key"):
+            col = _column(obs, d["except_key"], "split cells.drop.except_key")
+            _check_values(col, d.get("except_values", []), f"split cells.drop on {d['except_key']!r}")
+            gone &= ~col.isin([str(v) for v in d.get("except_values", [])]).to_numpy()
+        keep &= ~gone
+    if not keep.any():
+        raise SplitError(f"split cells filter {cells} leaves no cells")
+    return obs[keep]
 
 
 def split_all(obs: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -212,6 +243,7 @@ def make_split(split: dict, obs: pd.DataFrame, dataset: str, *, seed: int,
                query_obs: pd.DataFrame | None = None, query_dataset: str | None = None) -> pd.DataFrame:
     """Build the split table for a config ``splits.<name>`` entry."""
     kind = split["kind"]
+    obs = select_cells(obs, split.get("cells"))
     if kind == "all":
         out = split_all(obs, dataset)
     elif kind == "holdout":

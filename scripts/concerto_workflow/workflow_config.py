@@ -15,9 +15,9 @@ from .scoring import METRICS, metrics_for
 from .splits import fold_names
 
 #: what each figure type can draw
-FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "umap_grid": ("embed", "map"),
-                "confusion": ("map", "annotate"), "sankey": ("map", "annotate"), "densities": ("map", "annotate"),
-                "loglog": TASKS}
+FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluster",),
+                "umap_grid": ("embed", "map", "cluster"), "confusion": ("map", "annotate"),
+                "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS}
 #: keys each split kind needs
 SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),
               "leave_one_out": ("key",), "label_mask": ("remove",)}

@@ -48,7 +48,7 @@ def _exp(c):
     (lambda c: _exp(c).update(methods=["concerto", "scvi"]), "unknown method 'scvi'"),
     (lambda c: _exp(c).update(metrics=["kbet_accept_rate", "ari"]), "'ari' is not a metric of task 'map'"),
     (lambda c: _exp(c).update(dataset="nope"), "experiments.pancreas_mapping.dataset"),
-    (lambda c: _exp(c).update(preprocessing=["hvg5000"]), "unknown id 'hvg5000'"),
+    (lambda c: _exp(c).update(preprocessing=["hvg4321"]), "unknown id 'hvg4321'"),
     (lambda c: c["preprocessing"]["hvg2000"].update(n_top_genes=4000), "exceeds the 3000 genes"),
     (lambda c: c["datasets"]["pancreas"]["standin"].update(n_celss=10), "does not take \\['n_celss'\\]"),
     (lambda c: c["method_params"]["harmony"].update(max_iter=3), "harmony does not accept \\['max_iter'\\]"),
@@ -59,7 +59,7 @@ def _exp(c):
      "does not exist"),
     (lambda c: c["figures"]["fig4b_confusion_concerto"].update(method="harmony"), "not run by experiment"),
     (lambda c: c["figures"]["fig3g_batch_metrics"].update(experiments=["nope"]), "unknown experiment 'nope'"),
-    (lambda c: c["figures"]["fig3e_umap_hvg2000"].update(preprocessing="hvg5000"), "not among"),
+    (lambda c: c["figures"]["fig3e_umap_hvg2000"].update(preprocessing="hvg10000"), "not among"),
     (lambda c: _exp(c).update(split="all_cells"), "needs test cells"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):

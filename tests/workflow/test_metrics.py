@@ -60,3 +60,19 @@ def test_every_metric_declares_direction_and_task():
     assert scoring.axis_label("asw_batch") == "asw_batch (lower is better)"
     assert scoring.axis_label("runtime_s") == "runtime_s (lower is better)"
     assert scoring.axis_label("cells_per_s") == "cells_per_s (higher is better)"
+
+
+def test_focus_label_asw_drops_when_its_cells_are_merged_into_another_type():
+    """Fig 3f: beta cells over-corrected onto alpha cells lose their cell-type silhouette."""
+    rng = np.random.default_rng(0)
+    ctype = np.repeat(["alpha", "beta", "delta"], 40)
+    centres = {"alpha": 0.0, "beta": 8.0, "delta": 16.0}
+    a = ad.AnnData(obs=pd.DataFrame({"cell_type": ctype, "batch": "b", "tech": "t"},
+                                    index=[f"c{i}" for i in range(120)]))
+    a.obsm["X_emb"] = np.array([[centres[c], 0] for c in ctype]) + rng.normal(size=(120, 2))
+    p = {"seed": 0, "focus_label": "beta"}
+    kept = scoring.asw_focus_celltype(a, p)
+    a.obsm["X_emb"][ctype == "beta", 0] -= 8.0                     # beta pulled onto alpha
+    merged = scoring.asw_focus_celltype(a, p)
+    assert kept > 0.7 and merged < 0.1
+    assert np.isnan(scoring.asw_focus_celltype(a, {"focus_label": "epsilon"}))

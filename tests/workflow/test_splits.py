@@ -112,3 +112,36 @@ def test_fold_group_strips_the_repeat():
     assert splits.fold_group("Drop-seq_b2") == "Drop-seq"
     assert splits.fold_group("10x_Chromium_v2_A_f4") == "10x_Chromium_v2_A"
     assert splits.fold_group("f0") == "f0" and splits.fold_group("mask") == "mask"
+
+
+@pytest.fixture(scope="module")
+def pancreas_obs():
+    from concerto_workflow.simulate.standins import make_pancreas
+
+    return make_pancreas(n_cells=400, n_genes=200, seed=0).obs
+
+
+def test_cells_filter_keeps_beta_in_exactly_one_technology(pancreas_obs):
+    """Paper Fig 3f: beta cells removed from every technology but CEL-seq2."""
+    obs = pancreas_obs
+    split = {"kind": "all", "cells": {"drop": {"values": ["beta"], "except_key": "tech",
+                                               "except_values": ["CEL-seq2"]}}}
+    table = splits.make_split(split, obs, "pancreas", seed=0)
+    kept = obs.loc[table["cell"]]
+    assert set(kept.loc[kept["cell_type"] == "beta", "tech"].astype(str)) == {"CEL-seq2"}
+    assert (kept["cell_type"] == "beta").sum() == ((obs["cell_type"] == "beta") & (obs["tech"] == "CEL-seq2")).sum()
+    others = obs[obs["cell_type"] != "beta"]
+    assert set(others.index) <= set(table["cell"])          # nothing else is dropped
+
+
+def test_cells_filter_keep_subset_and_errors(pancreas_obs):
+    obs = pancreas_obs
+    split = {"kind": "holdout", "key": "tech", "values": ["inDrop"],
+             "cells": {"keep": {"key": "tech", "values": ["inDrop", "CEL-seq2"]}}}
+    table = splits.make_split(split, obs, "pancreas", seed=0)
+    assert set(obs.loc[table["cell"], "tech"].astype(str)) == {"inDrop", "CEL-seq2"}
+    with pytest.raises(splits.SplitError, match="10x"):
+        splits.make_split({"kind": "all", "cells": {"keep": {"key": "tech", "values": ["10x"]}}}, obs, "p", seed=0)
+    with pytest.raises(splits.SplitError, match="no cells"):
+        splits.make_split({"kind": "all", "cells": {"drop": {"values": sorted(set(obs["cell_type"].astype(str)))}}},
+                          obs, "p", seed=0)

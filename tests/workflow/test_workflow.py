@@ -72,7 +72,7 @@ def _mean(df, metric):
 
 
 TASKS = {"tiny_integration": "embed", "tiny_mapping": "map", "tiny_annotation": "annotate",
-         "tiny_rejection": "annotate"}
+         "tiny_rejection": "annotate", "tiny_clustering": "cluster"}
 
 
 @pytest.mark.slow
@@ -109,6 +109,12 @@ def test_controls_bound_the_methods(tiny_run):
         assert len(roles) == 4 and all(r.equals(roles["logreg"]) for r in roles.values())
     rej = _mean(_scores(work, "tiny_rejection"), "auroc_unseen")
     assert rej["true_labels"] == 1.0 and rej["random"] < rej["true_labels"]
+    clus = _scores(work, "tiny_clustering")
+    ari = _mean(clus, "ari")                             # mean over the resolutions
+    assert ari["random"] < ari["pca"] < ari["true_labels"] == 1.0
+    assert set(clus["setting"]) == {"0.3", "1.0"}
+    obs = outputs.read_output(str(work / "results/tiny_clustering/all/hvg150/pca/seed0.h5ad"), "cluster").obs
+    assert set(obs.loc[obs["cell_type"] == "beta", "tech"].astype(str)) == {"CEL-seq2"}
 
 
 @pytest.mark.slow
@@ -127,8 +133,8 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     work, common = tiny_run
     res = work / "results"
     for f in ("fig3e_umap_tiny", "fig3g_tiny", "fig4a_tiny", "fig4b_tiny", "fig2a_tiny", "supp01_tiny",
-              "fig2d_tiny", "fig2i_tiny", "fig4g_tiny", "runtimes", "fig5a_hierarchical_mapping", "fig5b_cd8_t",
-              "fig5c_nk", "fig5d_monocytes"):
+              "fig2d_tiny", "fig2i_tiny", "fig3a_tiny", "fig3b_tiny", "fig4g_tiny", "runtimes",
+              "fig5a_hierarchical_mapping", "fig5b_cd8_t", "fig5c_nk", "fig5d_monocytes"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 5000, f
     # Fig 5: percentages per donor sum to 100; Level-2 labels lie in the predicted Level-1 group
     pct = pd.read_csv(res / "covid" / "percentages.tsv", sep="\t")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import annotation, baselines, concerto, mapping, seurat
+from . import annotation, baselines, concerto, mapping, scdeepcluster, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -28,8 +28,12 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            python_modules=("sklearn",)),
     Method("harmony", "Harmony (harmonypy) on the PCA embedding", {"embed": baselines.harmony_embed},
            python_modules=("harmonypy",)),
-    Method("seurat", "Seurat v3 CCA anchor integration (R, through rpy2)", {"embed": seurat.seurat_embed},
-           python_modules=("rpy2",), r_packages=("Seurat",)),
+    Method("seurat", "Seurat v3 CCA anchor integration (R, through rpy2); cluster = FindNeighbors + "
+           "FindClusters (algorithm 1 Louvain / 4 Leiden)",
+           {"embed": seurat.seurat_embed, "cluster": seurat.seurat_cluster},
+           python_modules=("rpy2", "leidenalg"), r_packages=("Seurat",)),
+    Method("scdeepcluster", "scDeepCluster (Tian et al. 2019; GitHub only, no package release)",
+           {"cluster": scdeepcluster.cluster}, python_modules=(scdeepcluster.MODULE,)),
     Method("symphony", "Symphony (symphonypy): reference = PCA + Harmony of the reference cells; the "
            "query projected on its loadings and corrected towards its Harmony centroids",
            {"map": mapping.symphony_map}, python_modules=("symphonypy", "harmonypy")),

@@ -9,14 +9,17 @@ task       call                                                returns
 embed      ``fn(adata, ctx, **params)``                        (n_cells, d) array
 map        ``fn(ref, query, ctx, **params)``                   ((n_ref, d), (n_query, d)) arrays
 annotate   ``fn(train, test, ctx, **params)``                  ((n_test, C) probabilities, C class names)
-cluster    ``fn(adata, ctx, **params)``                        (n_cells, len(ctx.settings)) int clusters
+cluster    ``fn(adata, ctx, **params)``                        (n_cells, len(ctx.settings)) int clusters,
+                                                              or (clusters, (n_cells, d) embedding)
 impute     ``fn(ref, query, ctx, **params)``                   (n_query, F) values of ``ctx.feature_key``
 =========  ==================================================  ===========================================
 
 Inputs hold log-normalised values on the fold's genes (CSR ``X``) and the dataset columns of
 :mod:`concerto_workflow.columns`. Methods without their own ``annotate`` / ``impute`` /
 ``cluster`` function inherit them from ``map`` / ``embed`` through the engine's shared k-NN
-vote, k-NN smoothing and Leiden clustering (see :func:`concerto_workflow.methods.capability`).
+vote, k-NN smoothing and Leiden / Louvain clustering (``ctx.cluster_algorithm``; see
+:func:`concerto_workflow.methods.capability`). A cluster output keeps the embedding the clusters
+came from (``obsm['X_emb']``) when there is one, for the cluster silhouette and the UMAPs.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class RunContext:
     threads: int = 1
     model_dir: str | None = None          # trained Concerto model of this fold (needs_model methods)
     settings: tuple = ()                  # cluster: resolutions
+    cluster_algorithm: str = "leiden"     # cluster: leiden | louvain (methods/shared.py)
     feature_key: str = "protein"          # impute: obsm key of the features to predict
     feature_names: tuple = ()
 

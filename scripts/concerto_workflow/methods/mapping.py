@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .seurat import r_library_preamble, r_sparse_matrix
+from .seurat import put_sparse_matrix, r_library
 
 
 def _dense(X) -> np.ndarray:
@@ -83,14 +83,14 @@ def _seurat_setup(ref, query, ctx, n_features: int, k_filter: int) -> int:
     if n_dims < 2:
         raise ValueError(f"Seurat v4 mapping needs more cells / genes: reference {ref.shape}, query {query.shape}")
     g = ro.globalenv
-    g["ref_m"] = r_sparse_matrix(ref.X, ref.var_names, ref.obs_names)
-    g["query_m"] = r_sparse_matrix(query.X, query.var_names, query.obs_names)
+    put_sparse_matrix("ref_m", ref.X, ref.var_names, ref.obs_names)
+    put_sparse_matrix("query_m", query.X, query.var_names, query.obs_names)
     codes = {c: f"L{i}" for i, c in enumerate(sorted(set(ref.obs[ctx.label_key].astype(str))))}
     g["ref_labels"] = ro.StrVector([codes[c] for c in ref.obs[ctx.label_key].astype(str)])
     g["n_dims"], g["seed"] = n_dims, int(ctx.seed)
     g["n_features"] = int(min(n_features, ref.n_vars))
     g["k_filter_max"] = int(k_filter)
-    ro.r(r_library_preamble())
+    ro.r(r_library("Seurat", "Matrix"))
     return n_dims
 
 
@@ -139,7 +139,7 @@ def seurat_v4_impute(ref, query, ctx, *, n_features: int = 2000, k_filter: int =
     values = np.asarray(ref.obsm[ctx.feature_key], dtype=np.float64)
     _seurat_setup(ref, query, ctx, n_features, k_filter)
     feats = [f"F{i}" for i in range(values.shape[1])]
-    ro.globalenv["ref_values"] = r_sparse_matrix(sp.csr_matrix(values), feats, ref.obs_names)
+    put_sparse_matrix("ref_values", sp.csr_matrix(values), feats, ref.obs_names)
     out = ro.r(_SEURAT_ANCHORS + """
         imp <- TransferData(anchorset = anchors, refdata = as.matrix(ref_values), k.weight = k_weight,
                             verbose = FALSE)

@@ -43,7 +43,7 @@ def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: 
             knn_k: int = 5) -> dict[str, np.ndarray]:
     """The arrays of ``task``'s output for ``cells`` (obs order), in this process."""
     from . import capability
-    from .shared import leiden, smooth, vote
+    from .shared import cluster_embedding, smooth, vote
 
     cap = capability(method, task)
     if cap is None:
@@ -55,8 +55,14 @@ def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: 
     if task == "embed":
         out["emb"] = fn(cells, ctx, **params)
     elif task == "cluster":
-        out["clusters"] = (fn(cells, ctx, **params) if how == "own"
-                           else leiden(fn(cells, ctx, **params), ctx.settings, seed=ctx.seed))
+        res = fn(cells, ctx, **params)
+        if how == "own":  # clusters, or (clusters, the embedding they came from)
+            out["clusters"], emb = res if isinstance(res, tuple) else (res, None)
+        else:
+            emb = res
+            out["clusters"] = cluster_embedding(emb, ctx.settings, seed=ctx.seed, algorithm=ctx.cluster_algorithm)
+        if emb is not None:
+            out["emb"] = np.asarray(emb)
     elif task == "annotate" and how == "own":
         out["probs"], classes = fn(train, held, ctx, **params)
         out["classes"] = np.asarray(classes, dtype=str)
@@ -156,7 +162,11 @@ def run_method(*, method: str, task: str, cells_path: str, output: str, provenan
     cells.file.close()
     prov = dict(provenance, method=method, task=task, seed=ctx.seed, status=OK, reason="", seconds=0.0,
                 peak_memory_mb=0.0)
-    missing = missing_dependencies(method)
+    missing = list(missing_dependencies(method))
+    if task == "cluster" and capability(method, task)[0] != "own":
+        from .shared import missing_for_algorithm
+
+        missing += [f"{m} (for {ctx.cluster_algorithm} clustering)" for m in missing_for_algorithm(ctx.cluster_algorithm)]
     arrays = None
     if missing:
         prov.update(status=NOT_INSTALLED, reason=f"not installed: {', '.join(missing)}")

@@ -75,30 +75,6 @@ def seurat_dims(batch_sizes, n_comps: int, n_genes: int) -> int:
     return dims
 
 
-def r_library_preamble() -> str:
-    """R code loading Seurat and Matrix quietly. ``library()`` warns about empty library
-    directories (Debian's /usr/local/lib/R/site-library), so only non-empty ones are searched."""
-    return """
-        libs <- Filter(function(p) length(dir(p)) > 0, .libPaths())
-        suppressPackageStartupMessages({library(Seurat, lib.loc = libs); library(Matrix, lib.loc = libs)})
-    """
-
-
-def r_sparse_matrix(X, genes, cells):
-    """``X`` (cells x features, as in AnnData) as an R ``dgCMatrix`` of features x cells with
-    dimnames; '_' in feature names becomes '-' as Seurat does."""
-    import rpy2.robjects as ro
-
-    M = sp.csc_matrix(sp.csr_matrix(X).T)
-    ro.r(r_library_preamble())
-    # plain R vectors (numpy2ri would hand R 1-d arrays, which Matrix slots reject)
-    return ro.r("function(i, p, x, d, g, c) sparseMatrix(i = i + 1, p = p, x = x, dims = d, "
-                "dimnames = list(g, c))")(
-        ro.IntVector(M.indices.tolist()), ro.IntVector(M.indptr.tolist()),
-        ro.FloatVector(M.data.astype(float).tolist()), ro.IntVector(list(M.shape)),
-        ro.StrVector([str(v).replace("_", "-") for v in genes]), ro.StrVector([str(v) for v in cells]))
-
-
 def seurat_embed(adata, ctx, *, n_features: int = 2000):
     """Seurat v3 CCA anchors (``FindIntegrationAnchors`` + ``IntegrateData``), then PCA."""
     import rpy2.robjects as ro
@@ -130,3 +106,67 @@ def seurat_embed(adata, ctx, *, n_features: int = 2000):
         Embeddings(integ, "pca")[cells, ]
     """)
     return np.array(emb, dtype=np.float32).reshape(adata.n_obs, -1, order="F")
+
+
+#: engine cluster algorithm -> Seurat FindClusters(algorithm=): 1 = original Louvain, 4 = Leiden
+SEURAT_ALGORITHMS = {"louvain": 1, "leiden": 4}
+
+
+def leiden_on_graph(graph, resolution: float, *, seed: int, n_iterations: int = 10) -> np.ndarray:
+    """What Seurat's ``FindClusters(algorithm = 4)`` does with its SNN graph: leidenalg's
+    RBConfiguration partition (weighted, ``n.iter`` 10, ``random.seed``). Seurat calls it through
+    reticulate, which crashes inside rpy2 (a GIL error), so the workflow makes the same call here."""
+    import igraph as ig
+    import leidenalg
+    import scipy.sparse as sp
+
+    up = sp.triu(sp.csr_matrix(graph), k=1).tocoo()
+    g = ig.Graph(n=graph.shape[0], edges=list(zip(up.row.tolist(), up.col.tolist())), directed=False)
+    g.es["weight"] = up.data.tolist()
+    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                    resolution_parameter=float(resolution), n_iterations=n_iterations, seed=seed)
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+def seurat_cluster(adata, ctx, *, n_features: int = 2000, k_param: int = 20):
+    """Seurat's own clustering: HVGs, ScaleData, PCA (``ctx.n_comps``), ``FindNeighbors`` (SNN,
+    ``k_param``), then ``FindClusters`` at each resolution of ``ctx.settings`` with algorithm 1
+    (Louvain, in R) or, for Leiden (algorithm 4), leidenalg on Seurat's SNN graph
+    (:func:`leiden_on_graph`). Returns (clusters, the PCA embedding they came from)."""
+    import rpy2.robjects as ro
+    import scipy.sparse as sp
+
+    if ctx.cluster_algorithm not in SEURAT_ALGORITHMS:
+        raise ValueError(f"Seurat has no {ctx.cluster_algorithm!r} clustering; it has {sorted(SEURAT_ALGORITHMS)}")
+    louvain = ctx.cluster_algorithm == "louvain"
+    put_sparse_matrix("m", adata.X, adata.var_names, adata.obs_names)
+    g = ro.globalenv
+    g["cells"] = ro.StrVector([str(v) for v in adata.obs_names])
+    g["n_comps"] = int(min(ctx.n_comps, adata.n_vars - 1, adata.n_obs - 1))
+    g["n_features"] = int(min(n_features, adata.n_vars))
+    g["k_param"] = int(k_param)
+    g["resolutions"] = ro.FloatVector([float(r) for r in ctx.settings] if louvain else [])
+    g["seed"] = int(ctx.seed)
+    res = ro.r(r_library("Seurat", "Matrix") + """
+        set.seed(seed)
+        so <- CreateSeuratObject(counts = m)
+        so <- SetAssayData(so, slot = "data", new.data = m)
+        so <- FindVariableFeatures(so, nfeatures = n_features, verbose = FALSE)
+        so <- ScaleData(so, verbose = FALSE)
+        so <- RunPCA(so, npcs = n_comps, verbose = FALSE, seed.use = seed)
+        so <- FindNeighbors(so, dims = 1:n_comps, k.param = k_param, verbose = FALSE)
+        cl <- sapply(resolutions, function(r) {
+            o <- FindClusters(so, resolution = r, algorithm = 1, random.seed = seed, verbose = FALSE)
+            as.integer(as.character(Idents(o)[cells]))
+        })
+        snn <- as(so@graphs$RNA_snn[cells, cells], "CsparseMatrix")
+        list(as.integer(unlist(cl)), Embeddings(so, "pca")[cells, ], snn@i, snn@p, snn@x)
+    """)
+    n = adata.n_obs
+    emb = np.array(res[1], dtype=np.float32).reshape(n, -1, order="F")
+    if louvain:
+        clusters = np.array(res[0], dtype=np.int64).reshape(n, -1, order="F")
+    else:
+        snn = sp.csc_matrix((np.array(res[4]), np.array(res[2]), np.array(res[3])), shape=(n, n))
+        clusters = np.column_stack([leiden_on_graph(snn, r, seed=ctx.seed) for r in ctx.settings])
+    return clusters, emb

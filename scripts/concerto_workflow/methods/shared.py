@@ -1,6 +1,6 @@
 """Operations the engine applies on top of a method's embedding, one implementation each:
-the k-NN label vote (paper eq 14-16), k-NN smoothing of a missing modality, and Leiden
-clustering of an embedding. All come from ``concerto_core`` or scanpy, never re-implemented."""
+the k-NN label vote (paper eq 14-16), k-NN smoothing of a missing modality, and Leiden /
+Louvain clustering of an embedding. All come from ``concerto_core`` or scanpy, never re-implemented."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,17 +23,43 @@ def smooth(ref_emb, ref_values, query_emb, k: int) -> np.ndarray:
                                       np.asarray(query_emb, dtype=np.float32), k=k))
 
 
-def leiden(emb, resolutions, *, seed: int, n_neighbors: int = 15) -> np.ndarray:
-    """(n_cells, len(resolutions)) Leiden cluster ids of an embedding (scanpy)."""
+#: graph clustering algorithms of the engine -> the Python modules scanpy needs for them
+CLUSTER_ALGORITHMS = {"leiden": ("igraph",), "louvain": ("louvain",)}
+
+
+def missing_for_algorithm(algorithm: str) -> list[str]:
+    """Python modules ``algorithm`` needs that are not installed (empty = it can run)."""
+    import importlib.util
+
+    if algorithm not in CLUSTER_ALGORITHMS:
+        raise ValueError(f"unknown cluster algorithm {algorithm!r}; known: {sorted(CLUSTER_ALGORITHMS)}")
+    return [m for m in CLUSTER_ALGORITHMS[algorithm] if importlib.util.find_spec(m) is None]
+
+
+def cluster_embedding(emb, resolutions, *, seed: int, algorithm: str = "leiden",
+                      n_neighbors: int = 15) -> np.ndarray:
+    """(n_cells, len(resolutions)) Leiden or Louvain cluster ids of an embedding (scanpy's
+    15-NN graph, as Seurat's and the paper's defaults)."""
     import anndata as ad
     import scanpy as sc
 
+    missing = missing_for_algorithm(algorithm)
+    if missing:
+        raise ImportError(f"{algorithm} clustering needs the Python module(s) {missing}")
     a = ad.AnnData(np.zeros((len(emb), 1), dtype=np.float32))
     a.obsm["X_emb"] = np.asarray(emb, dtype=np.float32)
     sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
     out = np.empty((len(emb), len(resolutions)), dtype=np.int64)
     for j, r in enumerate(resolutions):
-        sc.tl.leiden(a, resolution=float(r), random_state=seed, key_added="leiden",
-                     flavor="igraph", n_iterations=2, directed=False)
-        out[:, j] = a.obs["leiden"].astype(int).to_numpy()
+        if algorithm == "leiden":
+            sc.tl.leiden(a, resolution=float(r), random_state=seed, key_added="cl",
+                         flavor="igraph", n_iterations=2, directed=False)
+        else:
+            sc.tl.louvain(a, resolution=float(r), random_state=seed, key_added="cl")
+        out[:, j] = a.obs["cl"].astype(int).to_numpy()
     return out
+
+
+def leiden(emb, resolutions, *, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """(n_cells, len(resolutions)) Leiden cluster ids of an embedding (scanpy)."""
+    return cluster_embedding(emb, resolutions, seed=seed, algorithm="leiden", n_neighbors=n_neighbors)
