@@ -1,4 +1,5 @@
-"""Seurat v3 (CCA anchors) integration through rpy2.
+"""Seurat through rpy2: v3 CCA-anchor integration and FindClusters, plus the one R bridge
+(``r_library``, ``put_sparse_matrix``) every R method uses (Seurat v4 mapping, SingleR).
 
 Runs only where R, Seurat and rpy2 are installed (``make setup`` tries Debian's
 r-cran-seurat); otherwise the registry reports it as ``not_installed``.
@@ -6,7 +7,6 @@ r-cran-seurat); otherwise the registry reports it as ``not_installed``.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 
 def missing_r_packages(packages) -> list[str]:
