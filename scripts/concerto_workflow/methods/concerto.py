@@ -16,10 +16,15 @@ from ..columns import BATCH, TRAIN
 
 
 def set_threads(threads: int | None) -> None:
-    """Keep TensorFlow and numba within the job's Snakemake ``threads`` (call before any TF op)."""
+    """Keep TensorFlow and numba within the job's Snakemake ``threads``. The engine calls methods
+    in a fresh child process, before any TF op; a caller whose process already ran TensorFlow
+    (tests, notebooks) keeps its thread setting, which TensorFlow cannot change any more."""
     from concerto_core import set_cpu_threads
 
-    set_cpu_threads(threads)
+    try:
+        set_cpu_threads(threads)
+    except RuntimeError as e:                     # TF's "cannot be modified after initialization"
+        print(f"[concerto] keeping TensorFlow's current thread setting: {e}", flush=True)
 
 
 def reference_modalities(a, second_modality: str = "") -> dict | None:
