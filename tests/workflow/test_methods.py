@@ -100,6 +100,18 @@ def test_missing_dependency_becomes_not_installed(tmp_path, raw_adata, monkeypat
     assert status == NOT_INSTALLED and "no_such_module_xyz" in e.uns["reason"]
 
 
+def test_r_packages_are_looked_up_without_loading_them():
+    """One R start answers for a present and an absent package (no library() load)."""
+    import shutil
+
+    from concerto_workflow.methods import seurat
+
+    if shutil.which("Rscript") is None:
+        assert seurat.missing_r_packages(["stats"]) == ["R (Rscript not on PATH)"]
+        return
+    assert seurat.missing_r_packages(["stats", "no.such.package.xyz"]) == ["no.such.package.xyz"]
+
+
 def test_required_method_failure_stops_the_run(tmp_path, raw_adata, monkeypatch):
     a = _cells(raw_adata, tmp_path / "cells.h5ad")
     a.X = a.X.toarray()

@@ -115,8 +115,16 @@ def missing_dependencies(method: str) -> tuple[str, ...]:
     spec = REGISTRY[method]
     missing = [m for m in spec.python_modules if importlib.util.find_spec(m) is None]
     if spec.r_packages and not missing:
-        missing += seurat.missing_r_packages(spec.r_packages)
+        r_missing = _missing_r_packages()
+        missing += [p for p in r_missing if p in spec.r_packages or p.startswith("R (")]
     return tuple(missing)
+
+
+@functools.lru_cache(maxsize=None)
+def _missing_r_packages() -> tuple[str, ...]:
+    """Every registry R package looked up in one R start (not one per method)."""
+    packages = sorted({p for spec in REGISTRY.values() for p in spec.r_packages})
+    return tuple(seurat.missing_r_packages(packages))
 
 
 def installed(method: str) -> bool:
