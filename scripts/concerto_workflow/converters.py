@@ -36,6 +36,7 @@ import gzip
 import logging
 import os
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -49,11 +50,6 @@ from .columns import BATCH, CELL_TYPE, COUNTS_LAYER, PROTEIN, PROTEIN_NAMES, STA
 from .contracts import validate_standard
 
 log = logging.getLogger(__name__)
-
-
-def _open(path):
-    path = str(path)
-    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
 
 
 def _counts(X) -> sp.csr_matrix:
@@ -206,9 +202,11 @@ def _expand(files: dict[str, str], spec: dict, workdir: Path) -> list[tuple[str,
                 raise ValueError(f"convert: no member of {path} matches {spec['members']!r}")
             for m in members:
                 target = workdir / Path(m.name).name
-                if not target.exists():
-                    with tar.extractfile(m) as src, open(target, "wb") as dst:
-                        dst.write(src.read())
+                if not target.exists():   # extracted before (a rerun) or written whole, then renamed
+                    part = target.with_name(f".{target.name}.part")
+                    with tar.extractfile(m) as src, open(part, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(part, target)
                 out.append((Path(m.name).name, target))
     return sorted(out)
 
@@ -237,6 +235,12 @@ def _read_part(files: dict, spec: dict, workdir: Path) -> ad.AnnData:
     if len(parts) == 1:
         return parts[0]
     return ad.concat(parts, join="outer", merge="same")
+
+
+def tech_from_batch(batch: pd.Series, pattern: str) -> pd.Series:
+    """Technology of each batch name: the first group of ``pattern`` (the whole name if it does
+    not match), e.g. ``^(inDrop|celseq2|celseq)`` turns scIB's ``inDrop3`` into ``inDrop``."""
+    return batch.astype(str).map(lambda b: (re.match(pattern, b) or re.match("(.*)", b)).group(1))
 
 
 def read_celltype_map(path: str | os.PathLike) -> dict[str, str]:
@@ -270,7 +274,8 @@ def convert(files: dict[str, str], spec: dict, *, name: str, workdir: str | os.P
     names_uns} for proteins already in the h5ad's obsm), optional
     ``metadata`` ({file, index_col, sep}) joined on cell names (cells without metadata are
     dropped and counted), ``obs`` {standard column: source column}, ``constants``
-    {standard column: value}, ``celltype_map`` (TSV path relative to ``repo``) applied to
+    {standard column: value}, ``tech_pattern`` (regex: technology = first group of the batch
+    name, when no column gives it), ``celltype_map`` (TSV path relative to ``repo``) applied to
     ``obs['cell_type']`` and ``drop_labels`` (source labels removed first).
     """
     workdir = Path(workdir)
@@ -280,7 +285,8 @@ def convert(files: dict[str, str], spec: dict, *, name: str, workdir: str | os.P
     if spec.get("metadata"):
         m = spec["metadata"]
         table = pd.read_csv(files[m["file"]], sep=m.get("sep"), engine="python" if m.get("sep") is None else "c",
-                            index_col=m.get("index_col", 0), dtype=str, comment=m.get("comment"))
+                            index_col=m.get("index_col", 0), dtype=str, comment=m.get("comment"),
+                            skiprows=m.get("skiprows") or None)
         table.index = table.index.astype(str)
         shared = a.obs_names.intersection(table.index)
         if len(shared) == 0:
@@ -300,9 +306,11 @@ def convert(files: dict[str, str], spec: dict, *, name: str, workdir: str | os.P
         obs[std] = meta[col].astype(str).to_numpy()
     for std, value in spec.get("constants", {}).items():
         obs[std] = str(value)
-    for std in (BATCH, TECH):
-        if std not in obs:
-            obs[std] = "batch1" if std == BATCH else "unknown"
+    if BATCH not in obs:
+        obs[BATCH] = "batch1"
+    if TECH not in obs:   # from the batch name (scIB pancreas: inDrop3 -> inDrop), else unknown
+        pattern = spec.get("tech_pattern")
+        obs[TECH] = tech_from_batch(obs[BATCH], pattern).to_numpy() if pattern else "unknown"
     if CELL_TYPE not in obs:
         raise ValueError(f"dataset {name!r}: convert.obs names no cell_type column")
     drop = obs[CELL_TYPE].isin([str(v) for v in spec.get("drop_labels", [])]).to_numpy()

@@ -76,16 +76,21 @@ def read_lock(path: str | os.PathLike) -> dict:
 
 def record_in_lock(path: str | os.PathLike, key: str, url: str, sha256: str, size: int) -> None:
     """Add one entry to the lock file (rewritten atomically; entries sorted for stable diffs)."""
+    import fcntl
+
     p = Path(path)
-    files = read_lock(p)
-    files[key] = {"url": url, "sha256": sha256, "bytes": int(size),
-                  "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     header = ("# sha256 of every downloaded file whose source publishes no checksum, recorded at its\n"
               "# first download (concerto_workflow.download) and verified on every later one.\n"
               "# Commit this file. Delete an entry only if the source really changed the file.\n")
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump({"files": dict(sorted(files.items()))}, sort_keys=False))
-    os.replace(tmp, p)
+    # parallel download jobs finish at any time: one writer at a time, so no entry is lost
+    with open(p.with_name(f".{p.name}.flock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        files = read_lock(p)
+        files[key] = {"url": url, "sha256": sha256, "bytes": int(size),
+                      "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(header + yaml.safe_dump({"files": dict(sorted(files.items()))}, sort_keys=False))
+        os.replace(tmp, p)
 
 
 # ------------------------------------------------------------------------------- transfer
