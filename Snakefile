@@ -18,8 +18,6 @@ if not workflow.overwrite_configfiles:
     configfile: f"{workflow.basedir}/config.yaml"
 
 
-validate(config, schema="rules/config.schema.yaml")
-
 # Rule scripts (and cluster jobs, which inherit the environment) import the workflow
 # library from <repo>/scripts.
 SCRIPTS_DIR = os.path.join(workflow.basedir, "scripts")
@@ -33,14 +31,20 @@ os.environ.update(
     TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
 )
 
-from concerto_workflow.workflow_config import check_config, check_resource_placeholders
+from concerto_workflow.workflow_config import check_config, check_resource_placeholders, extend_config
 
+# a study may build on another (config/real.yaml: config.yaml with real datasets)
+_study = extend_config(config)
+config.clear()
+config.update(_study)
+validate(config, schema="rules/config.schema.yaml")
 check_config(config)
 check_resource_placeholders(workflow.resource_settings)
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/download.smk"
 include: "rules/engine.smk"
 include: "rules/figures.smk"
 include: "rules/benchmarks.smk"

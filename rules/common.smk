@@ -3,6 +3,7 @@ import re
 
 import pandas as pd
 
+from concerto_workflow import sources as src_mod
 from concerto_workflow import workflow_config as wc_cfg
 from concerto_workflow.methods import CONCERTO, REGISTRY, installed
 
@@ -35,13 +36,26 @@ def dataset_cfg(wildcards):
 
 
 def dataset_file(wildcards):
-    """The real data's h5ad: a download (source real), a local file (source local), or none."""
+    """The real data's h5ad: a download (source real), a local file (source local), a converted
+    source of config/sources.yaml (source download), or none (stand-in)."""
     d = dataset_cfg(wildcards)
     if d["source"] == "real":
         return f"results/downloads/{wildcards.dataset}.h5ad"
     if d["source"] == "local":
         return d["local"]["path"]
+    if d["source"] == "download":
+        return src_mod.converted_path(d["download"]["source_id"])
     return []
+
+
+SOURCES = src_mod.load_sources()                 # config/sources.yaml (rules/download.smk)
+SOURCE_FILES = {sid: src_mod.source_files(s, sid) for sid, s in SOURCES.items()}
+
+
+def downloaded_files(wildcards):
+    """Files of a source the workflow downloads (local_files are checked by the convert step)."""
+    s = SOURCES[wildcards.source_id]
+    return [src_mod.download_path(wildcards.source_id, role, f["url"]) for role, f in s["files"].items()]
 
 
 def experiment(wildcards):
@@ -65,6 +79,8 @@ def split_datasets(wildcards):
     out = {"raw": f"results/data/{e['dataset']}/raw.h5ad"}
     if split["kind"] == "cross_dataset":
         out["query_raw"] = f"results/data/{split['query_dataset']}/raw.h5ad"
+        if split.get("gene_map", {}).get("source") == "table":   # may be made by convert_gene_map
+            out["gene_map"] = split["gene_map"]["path"]
     return out
 
 
@@ -126,7 +142,7 @@ def caption_text(wildcards):
     path = os.path.join(workflow.basedir, f["caption"]) if f.get("caption") else ""
     text = open(path).read() if path else ""
     exps = "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
-    return f"Paper panel {f['panel']}. {exps}.\n\n{text}"
+    return f"Paper panel {f['panel']}. {exps}. {wc_cfg.data_origin(config, f['experiments'])}\n\n{text}"
 
 
 def figures_of(*types):

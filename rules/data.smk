@@ -1,12 +1,20 @@
-# Datasets in the common schema: X raw counts (CSR), obs cell_type / batch / tech.
+# Datasets in the common schema: X raw counts (CSR), obs cell_type / batch / tech. Sources of
+# kind 'download' come from rules/download.smk.
 
+
+
+localrules:
+    download_real,
 
 
 rule download_real:
     output:
         "results/downloads/{dataset}.h5ad",
     params:
-        url=lambda wc: config["datasets"][wc.dataset]["real"]["url"],
+        # (role, url, published checksum): none published, so the lock file records it
+        spec=lambda wc: ("h5ad", config["datasets"][wc.dataset]["real"]["url"], None),
+        name="{dataset}",
+        lock=str(src_mod.LOCK),
     log:
         "results/logs/download_real/{dataset}.log",
     benchmark:
@@ -17,9 +25,9 @@ rule download_real:
     conda:
         "../envs/workflow.yaml"
     message:
-        "Downloading the real {wildcards.dataset} data from {params.url}"
-    shell:
-        "curl -fL --retry 3 -o {output} {params.url:q} > {log} 2>&1"
+        "Downloading the real {wildcards.dataset} data from {params.spec[1]}"
+    script:
+        "../scripts/download_file.py"
 
 
 rule prepare_dataset:

@@ -13,6 +13,16 @@ TECH = "tech"
 DATASET_COLUMNS = (CELL_TYPE, BATCH, TECH)
 SOURCE_DATASET = "source_dataset"   # which configured dataset a cell came from (cross-dataset splits)
 
+# further obs columns of the standard schema (converters.py for real data, as the stand-ins name
+# them); a converted dataset has the ones its source describes
+CELL_TYPE_LEVELS = ("celltype.l1", "celltype.l2", "celltype.l3")   # coarse -> fine (PBMC160k)
+DONOR = "donor"
+TISSUE = "tissue"
+SPECIES = "species"
+CONDITION = "condition"              # disease status (healthy / moderate / severe ...)
+STANDARD_OBS = DATASET_COLUMNS + CELL_TYPE_LEVELS + (DONOR, TISSUE, SPECIES, CONDITION)
+COUNTS_LAYER = "counts"              # layers: raw counts of a converted dataset (X left empty)
+
 # roles of a cell in one fold of a split
 ROLE = "role"
 TRAIN, VALID, TEST = "train", "valid", "test"

@@ -7,12 +7,12 @@ Every dataset that enters preprocessing is an AnnData with
 """
 from __future__ import annotations
 
-import re
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from .converters import tech_from_batch
 
 REQUIRED_OBS = ("cell_type", "batch", "tech")
 
@@ -27,7 +27,7 @@ def make_standin(name: str, params: dict) -> ad.AnnData:
 
 
 def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "", counts_layer: str = "",
-                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=(), drop_labels=()) -> ad.AnnData:
+                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=(), drop_labels=(), keep_obsm=()) -> ad.AnnData:
     """Read a real h5ad and map its columns onto the common schema.
 
     ``tech_col`` names the technology column; without it, ``tech_pattern`` is a regex whose
@@ -35,7 +35,8 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
     ``inDrop``). An empty ``batch_col`` means one batch (``'batch1'``) for a file without one.
     Cells whose label is in ``drop_labels`` (spike-ins, 'Unknown') are removed. ``keep_obs``
     columns are carried along (donor, finer labels, ...); an ``obsm['protein']`` with
-    ``uns['protein_names']`` is kept.
+    ``uns['protein_names']`` is kept, and so are the ``keep_obsm`` keys (e.g. a user's own
+    embedding for method ``precomputed``).
     """
     a = ad.read_h5ad(path)
     if drop_labels:
@@ -55,13 +56,16 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
                        f"{list(a.layers)}")
     X = a.layers[counts_layer] if counts_layer else a.X
     batch = a.obs[batch_col].astype(str) if batch_col else pd.Series("batch1", index=a.obs_names)
-    tech = a.obs[tech_col].astype(str) if tech_col else \
-        batch.map(lambda b: (re.match(tech_pattern, b) or re.match("(.*)", b)).group(1))
+    tech = a.obs[tech_col].astype(str) if tech_col else tech_from_batch(batch, tech_pattern)
     obs = pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values, "batch": batch.values,
                         "tech": tech.values}, index=a.obs_names.astype(str))
     for c in keep_obs:
         obs[c] = pd.Categorical(a.obs[c].astype(str).values)
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=pd.DataFrame(index=a.var_names.astype(str)))
+    for key in keep_obsm:
+        if key not in a.obsm:
+            raise KeyError(f"datasets.*.keep_obsm: {key!r} not in the obsm of {path}: {list(a.obsm)}")
+        out.obsm[key] = np.asarray(a.obsm[key], dtype=np.float32)
     if "protein" in a.obsm:
         out.obsm["protein"] = np.asarray(a.obsm["protein"], dtype=np.float32)
         if "protein_names" in a.uns:

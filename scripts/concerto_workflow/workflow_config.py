@@ -84,6 +84,13 @@ def _check_dataset(name: str, d: dict) -> None:
         if not os.path.exists(path):
             raise ConfigError(f"config key '{key}.local.path': {path!r} does not exist "
                               f"(relative paths start at the working directory {os.getcwd()})")
+    if d["source"] == "download":
+        from .sources import SOURCES, load_sources
+
+        sid, sources = d.get("download", {}).get("source_id"), load_sources()
+        if sid not in sources or "convert" not in sources[sid]:
+            raise ConfigError(f"config key '{key}.download.source_id' = {sid!r}: not a dataset source of "
+                              f"{SOURCES}; those are {sorted(s for s in sources if 'convert' in sources[s])}")
     if d["source"] == "standin":
         fn = standin_maker(name, d)
         params = inspect.signature(fn).parameters
@@ -190,6 +197,44 @@ def check_config(config: dict) -> None:
                               f"{sorted(REGISTRY)}")
     for name, f in config.get("figures", {}).items():
         _check_figure(config, name, f)
+
+
+def data_origin(config: dict, experiments) -> str:
+    """One sentence for a caption: which datasets the experiments used, real or stand-in."""
+    names = []
+    for x in experiments:
+        e = config["experiments"][x]
+        split = config["splits"][e["split"]]
+        names += [e["dataset"]] + ([split["query_dataset"]] if split["kind"] == "cross_dataset" else [])
+    kinds = []
+    for n in dict.fromkeys(names):
+        d = config["datasets"][n]
+        where = {"standin": "simulated stand-in", "real": f"real data from {d.get('real', {}).get('url')}",
+                 "local": f"real data from {d.get('local', {}).get('path')}",
+                 "download": f"real data, source {d.get('download', {}).get('source_id')} of config/sources.yaml"}
+        kinds.append(f"{n}: {where[d['source']]}")
+    return "Data: " + "; ".join(kinds) + "."
+
+
+def extend_config(config: dict, repo: str = REPO) -> dict:
+    """The study ``config`` built on the one its ``extends`` names (a path relative to the
+    repository; the base may extend another): each section's entries named here replace the
+    base's entries of the same name whole (a real dataset replaces a stand-in without
+    inheriting its keys); other values replace the base's. Returns a new dict."""
+    if not config.get("extends"):
+        return dict(config)
+    path = os.path.join(repo, config["extends"])
+    if not os.path.exists(path):
+        raise ConfigError(f"config key 'extends': no file {config['extends']!r} in the repository {repo}")
+    import yaml
+
+    with open(path) as f:
+        base = extend_config(yaml.safe_load(f) or {}, repo)
+    out = dict(base)
+    for k, v in config.items():
+        out[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    out["extends"] = ""
+    return out
 
 
 def static_folds(config: dict, experiment: str) -> list[str] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import annotation, baselines, concerto, mapping, scdeepcluster, seurat
+from . import annotation, baselines, concerto, mapping, precomputed, scdeepcluster, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -66,6 +66,9 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            {"annotate": annotation.no_adapter("moana", annotation.MOANA_WHY)}, python_modules=("moana",)),
     Method("mars", "MARS; no adapter: " + annotation.MARS_WHY,
            {"annotate": annotation.no_adapter("mars", annotation.MARS_WHY)}, python_modules=("mars", "torch")),
+    Method("precomputed", "an embedding computed outside the workflow, read from the dataset's "
+           "obsm[obsm_key] (bring your own; methods/precomputed.py)",
+           {"embed": precomputed.embed, "map": precomputed.map_query}),
     Method("random", "negative control: random embedding / labels / clusters",
            {"embed": baselines.random_embed, "map": baselines.random_map,
             "annotate": baselines.random_annotate, "cluster": baselines.random_cluster},

@@ -1,0 +1,59 @@
+"""config/real.yaml: the dry run plans download -> convert -> prepare -> split for every dataset
+and experiment (nothing is fetched), and a download source naming an unknown entry is refused."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from concerto_workflow import sources as S
+from concerto_workflow.workflow_config import ConfigError, check_config, enabled_experiments, extend_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def real():
+    c = extend_config(yaml.safe_load((REPO / "config" / "real.yaml").read_text()))
+    validate(c, str(REPO / "rules" / "config.schema.yaml"))
+    return c
+
+
+def test_real_study_keeps_every_experiment_and_only_downloads(real):
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert set(real["experiments"]) == set(base["experiments"]) and set(real["figures"]) == set(base["figures"])
+    assert {d["source"] for d in real["datasets"].values()} == {"download"}
+    check_config(real)
+
+
+def test_unknown_source_id_is_named(real):
+    real = yaml.safe_load(yaml.safe_dump(real))
+    real["datasets"]["pancreas"]["download"]["source_id"] = "nope"
+    with pytest.raises(ConfigError, match=r"datasets.pancreas.download.source_id' = 'nope'"):
+        check_config(real)
+
+
+def test_dry_run_lists_download_convert_and_experiment_jobs(real, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile",
+                        str(REPO / "config" / "real.yaml"), "--directory", str(tmp_path), "-s",
+                        str(REPO / "Snakefile")], capture_output=True, text=True, cwd=REPO)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    # every planned job's "Reason: Missing output files: a, b; ..." line
+    outputs = {f.strip() for line in re.findall(r"Missing output files: ([^;\n]+)", out) for f in line.split(",")}
+    sources = S.load_sources()
+    used = {d["download"]["source_id"] for d in real["datasets"].values()}
+    for sid in used:
+        assert S.converted_path(sid) in outputs, sid
+        for role, f in sources[sid]["files"].items():
+            assert S.download_path(sid, role, f["url"]) in outputs, (sid, role)
+    assert S.gene_map_path("mgi_homology") in outputs
+    for name in real["datasets"]:
+        assert f"results/data/{name}/raw.h5ad" in outputs, name
+    for x in enabled_experiments(real):
+        assert f"results/{x}/split.tsv" in outputs, x
+    assert "results/covid/query_mapped.h5ad" in outputs
+    assert not (tmp_path / "results").exists()            # a dry run: nothing fetched or written
