@@ -96,18 +96,29 @@ def _accuracy(a):
 
 
 @pytest.mark.parametrize("method,params", [("logreg_expr", {}), ("scibet_reimpl", {"n_genes": 50}),
-                                           ("singler", {}), ("concerto_e2e", {"epochs": 2})])
+                                           ("singler", {}), ("concerto_e2e", {"epochs": 2}),
+                                           ("cell_blast", {"n_models": 1, "epochs": 8, "learning_rate": 0.01})])
 def test_adapter_smoke(tmp_path, cells_path, method, params):
     missing = methods.missing_dependencies(method)
     if missing:
         pytest.skip(f"{method} not installed here: {', '.join(missing)}")
     status, a = _run(tmp_path, method, cells_path, params)
     assert status == OK, a.uns["reason"]
-    assert _accuracy(a) > 0.6, method                     # 4 separable types; chance is 0.25
+    # 4 separable types; chance is 0.25. Cell BLAST's 8 epochs on 300 cells (its tutorial: up to
+    # 1,000, early-stopped) leave its autoencoder barely trained: better than chance is the check
+    assert _accuracy(a) > (0.35 if method == "cell_blast" else 0.6), method
     assert set(a.uns[CLASSES]) == {f"type{i}" for i in range(4)}
 
 
-@pytest.mark.parametrize("method", ["cell_blast", "moana", "mars"])
+def test_cell_blast_hit_fractions_vote_and_reject():
+    from concerto_workflow.methods.cell_blast import hit_fractions
+
+    p = hit_fractions([["a", "a", "b"], ["b"], []], ["a", "b", "c"], min_hits=2)
+    assert np.allclose(p[0], [2 / 3, 1 / 3, 0])           # majority = Cell BLAST's label
+    assert np.allclose(p[1], 1 / 3) and np.allclose(p[2], 1 / 3)  # too few hits: rejected, uniform
+
+
+@pytest.mark.parametrize("method", ["moana", "mars"])
 def test_competitors_without_adapter_are_reported_not_run(tmp_path, cells_path, method):
     assert method in methods.methods_for("annotate")
     status, a = _run(tmp_path, method, cells_path)

@@ -165,6 +165,7 @@ def test_new_experiment_is_config_only(tmp_path):
                                       "metrics": ["median_f1"], "n_comps": 16}}
     cfg["figures"] = {"fig2b_new": {"type": "heatmap", "panel": "2b", "experiments": ["new_loo"],
                                     "x": "fold_group"}}
+    cfg["covid"] = {"enabled": False}  # the tiny study's Fig 5 rules are tested by tiny_run
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(path),

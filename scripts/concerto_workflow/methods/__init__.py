@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import annotation, baselines, concerto, mapping, precomputed, scdeepcluster, seurat
+from . import annotation, baselines, cell_blast, concerto, mapping, precomputed, scdeepcluster, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -59,9 +59,9 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("concerto_e2e", "Concerto-E2E: Concerto's network + softmax head trained with the supervised "
            "loss only (no contrastive pretraining)", {"annotate": annotation.concerto_e2e_annotate},
            python_modules=("tensorflow",)),
-    Method("cell_blast", "Cell BLAST (cell-blast, PyTorch); no adapter: " + annotation.CELL_BLAST_WHY,
-           {"annotate": annotation.no_adapter("cell_blast", annotation.CELL_BLAST_WHY)},
-           python_modules=("Cell_BLAST", "torch")),
+    Method("cell_blast", "Cell BLAST (cell-blast 0.5.1, PyTorch): DIRECTi ensemble on the training cells, "
+           "query hits filtered by empirical p-value, probabilities = share of hits per label",
+           {"annotate": cell_blast.annotate}, python_modules=("Cell_BLAST", "torch")),
     Method("moana", "Moana; no adapter: " + annotation.MOANA_WHY,
            {"annotate": annotation.no_adapter("moana", annotation.MOANA_WHY)}, python_modules=("moana",)),
     Method("mars", "MARS; no adapter: " + annotation.MARS_WHY,

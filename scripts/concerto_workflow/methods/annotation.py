@@ -9,7 +9,7 @@ class probabilities of the held-out cells; signatures in :mod:`.api`).
 
 Inputs hold log-normalised values (normalised to 10,000 per cell, log1p) on the fold's genes.
 Every function fits on ``train`` only and predicts ``test`` (validation + test cells).
-Competitors without an adapter in this repository (Cell BLAST, Moana, MARS) are registered
+Competitors without an adapter in this repository (Moana, MARS) are registered
 with :func:`no_adapter`, so the engine reports them ``not_installed`` (or, if their package is
 importable, ``failed`` with the reason) and figures show them as not run.
 """
@@ -171,7 +171,5 @@ def no_adapter(tool: str, why: str):
     return annotate
 
 
-CELL_BLAST_WHY = ("cell-blast 0.5.1 needs PyTorch (a multi-GB install) that this environment does not carry; "
-                  "pip install cell-blast into its own environment and write the adapter")
 MOANA_WHY = "moana installs only in a legacy environment (numpy<2, pandas<2, scikit-learn<1.4)"
 MARS_WHY = "MARS (snap-stanford/mars) is GitHub-only and needs PyTorch; not obtainable offline"
