@@ -14,10 +14,12 @@ it is given ``expm1`` of them (counts scaled to 10,000 per cell, not integers).
 """
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
-import scipy.sparse as sp
 
 from ..columns import BATCH
+from .annotation import _dense
 
 
 def hit_fractions(hit_labels, classes, min_hits: int = 2) -> np.ndarray:
@@ -47,8 +49,8 @@ def _typed_rows(hits):
 
 
 def annotate(train, test, ctx, *, n_models: int = 4, latent_dim: int = 10, cat_dim: int = 20,
-             epochs: int = 1000, patience: int = 30, batch_size: int = 128, learning_rate: float = 1e-3, cutoff: float = 0.05,
-             min_hits: int = 2):
+             epochs: int = 1000, patience: int = 30, batch_size: int = 128, learning_rate: float = 1e-3,
+             cutoff: float = 0.05, min_hits: int = 2):
     """Cell BLAST with its tutorial settings: an ensemble of ``n_models`` DIRECTi models (seeds
     ``ctx.seed`` ... + n_models - 1; early stopping on a 10% validation split), reconciled hits
     filtered at empirical p < ``cutoff``. Batch correction (its adversarial module) is used
@@ -60,22 +62,23 @@ def annotate(train, test, ctx, *, n_models: int = 4, latent_dim: int = 10, cat_d
     torch.set_num_threads(max(1, ctx.threads))
 
     def counts_like(a):
-        X = a.X.toarray() if sp.issparse(a.X) else np.asarray(a.X)
         obs = a.obs[[c for c in (ctx.label_key, BATCH) if c in a.obs]].astype(str)
-        return ad.AnnData(np.expm1(X.astype(np.float32)), obs=obs, var=a.var[[]].copy())
+        return ad.AnnData(np.expm1(_dense(a.X)).astype(np.float32), obs=obs, var=a.var[[]].copy())
 
     ref, query = counts_like(train), counts_like(test)
     # DIRECTi drops the last incomplete mini-batch: keep at least one full batch of its 90% split
     batch_size = max(8, min(batch_size, int(0.9 * ref.n_obs) // 2))
     batch = [BATCH] if BATCH in ref.obs and ref.obs[BATCH].nunique() > 1 else None
-    models = [cb.directi.fit_DIRECTi(ref, latent_dim=latent_dim, cat_dim=cat_dim, batch_effect=batch,
-                                     epoch=epochs, patience=patience, batch_size=batch_size,
-                                     learning_rate=learning_rate,
-                                     random_seed=ctx.seed + i)
-              for i in range(n_models)]
-    blast = cb.blast.BLAST(models, ref)
-    hits = _typed_rows(blast.query(query, random_seed=ctx.seed))
-    hits = _typed_rows(hits.reconcile_models()).filter(by="pval", cutoff=cutoff)
+    # DIRECTi checkpoints every epoch: into a scratch directory removed afterwards (not left in /tmp)
+    with tempfile.TemporaryDirectory(prefix="cell_blast_") as scratch:
+        models = [cb.directi.fit_DIRECTi(ref, latent_dim=latent_dim, cat_dim=cat_dim, batch_effect=batch,
+                                         epoch=epochs, patience=patience, batch_size=batch_size,
+                                         learning_rate=learning_rate, random_seed=ctx.seed + i,
+                                         path=f"{scratch}/model{i}")
+                  for i in range(n_models)]
+        blast = cb.blast.BLAST(models, ref)
+        hits = _typed_rows(blast.query(query, random_seed=ctx.seed))
+        hits = _typed_rows(hits.reconcile_models()).filter(by="pval", cutoff=cutoff)
     ref_labels = ref.obs[ctx.label_key].to_numpy()
     classes = sorted(set(ref_labels))
     fractions = hit_fractions([ref_labels[np.asarray(h, dtype=int)] for h in hits.hits], classes, min_hits)
