@@ -33,7 +33,9 @@ def _scatter(ax, df, color_col, colors, title, s=3):
 
 
 def _footer(fig, caption):
-    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(caption, 180)), fontsize=7, va="bottom")
+    # about 18 characters of 7-pt text per inch; 16 leaves a margin
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(caption, int(16 * fig.get_figwidth()))), fontsize=7,
+             va="bottom")
 
 
 def plot_mapping(umap: pd.DataFrame, out: str, *, title: str, caption: str, conditions) -> None:
@@ -170,8 +172,8 @@ def plot_status_de(de: pd.DataFrame, out: str, *, title: str, caption: str, cond
     genes = list(dict.fromkeys(de["gene"]))
     rows = [(s, c) for s in sorted(de["state"].unique()) for c in conditions[1:]
             if ((de["state"] == s) & (de["group"] == c)).any()]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(genes) + 4), max(3.5, 0.42 * len(rows) + 2.6)))
-    fig.subplots_adjust(left=0.28, right=0.8, bottom=0.3, top=0.88)
+    fig, ax = plt.subplots(figsize=(max(11.0, 0.6 * len(genes) + 8), max(4.5, 0.42 * len(rows) + 3)))
+    fig.subplots_adjust(left=0.3, right=0.8, bottom=0.32, top=0.9)
     norm = matplotlib.colors.Normalize(-3, 3)
     cmap = plt.get_cmap("RdBu_r")
     for i, (s, c) in enumerate(rows):
