@@ -37,6 +37,33 @@ def settings(cfg: dict | None = None) -> dict:
     return config["covid"]
 
 
+def check_query(query, cfg: dict, dataset: str = "the query") -> None:
+    """Fail before the mapping when the query cannot give the Fig 5 analysis what it needs.
+
+    Checks (messages name the config key): ``donor_key`` and ``condition_key`` are obs columns;
+    the control status ``conditions[0]`` and at least one other status occur; every donor has
+    one status; the exhaustion, HLA-DR and S100A genes are measured.
+    """
+    for key in ("donor_key", "condition_key"):
+        if cfg[key] not in query.obs.columns:
+            raise KeyError(f"covid.{key} = {cfg[key]!r} is not an obs column of {dataset} "
+                           f"({list(query.obs.columns)}); keep it with datasets.<query>.local.keep_obs")
+    found = set(query.obs[cfg["condition_key"]].astype(str))
+    conditions = [str(c) for c in cfg["conditions"]]
+    if conditions[0] not in found or not found & set(conditions[1:]):
+        raise ValueError(f"covid.conditions = {conditions}: {dataset} has {cfg['condition_key']!r} values "
+                         f"{sorted(found)}; the first (control) and at least one other must occur")
+    per_donor = query.obs.groupby(query.obs[cfg["donor_key"]].astype(str), observed=True)[cfg["condition_key"]]
+    several = per_donor.nunique()
+    if (several > 1).any():
+        raise ValueError(f"donors {list(several.index[several > 1])} of {dataset} have more than one "
+                         f"{cfg['condition_key']!r} (covid.donor_key must name donors, not samples of mixed status)")
+    for key in ("exhaustion_genes", "hla_dr_genes", "s100a_genes"):
+        missing = [g for g in cfg[key] if g not in query.var_names]
+        if missing:
+            raise KeyError(f"covid.{key}: genes {missing} are not measured in {dataset}")
+
+
 def _expression(adata, genes, what: str) -> np.ndarray:
     """(n_cells, len(genes)) dense float64 of the named genes; KeyError names the missing ones."""
     genes = list(genes)
@@ -429,13 +456,10 @@ def analyse(query, cfg: dict) -> dict[str, pd.DataFrame]:
     mapping did not produce say why in 'note').
     """
     donor_key, condition_key, conditions = cfg["donor_key"], cfg["condition_key"], list(cfg["conditions"])
-    for key in ("level1", "level2", donor_key, condition_key):
+    for key in ("level1", "level2"):
         if key not in query.obs.columns:
-            raise KeyError(f"query obs has no {key!r}")
-    found = set(query.obs[condition_key].astype(str))
-    if not found & set(map(str, conditions)):
-        raise ValueError(f"covid.conditions {conditions} match none of the query's {condition_key!r} values "
-                         f"{sorted(found)}")
+            raise KeyError(f"query obs has no {key!r} (the mapped labels)")
+    check_query(query, cfg)
     st = annotate_query_states(query, cfg)
     obs = query.obs
     states = pd.concat([obs[[donor_key, condition_key, "level1", "level2"]].astype(str)

@@ -228,5 +228,18 @@ def test_covid_settings_come_from_config(standin_query):
     assert set(t["markers"].loc[t["markers"]["compartment"] == "cd8", "gene"]) == {"PDCD1", "CCR7"}
     assert set(t["status_de"]["compartment"]) == {"cd8"} and set(t["status_de"]["group"]) == {"mild", "critical"}
     assert set(t["tests"]["group1"]) >= {"control"} and t["de"].empty
-    with pytest.raises(ValueError, match="match none"):
+    with pytest.raises(ValueError, match="covid.conditions"):
         C.analyse(q, C.settings({"condition_key": "status"}))
+
+
+def test_check_query_fails_before_mapping_with_the_config_key(standin_query):
+    q = standin_query
+    C.check_query(q, CFG)                                         # the stand-in has what Fig 5 needs
+    with pytest.raises(KeyError, match="covid.donor_key = 'patient'"):
+        C.check_query(q, C.settings({"donor_key": "patient"}))
+    with pytest.raises(ValueError, match="covid.conditions"):
+        C.check_query(q, C.settings({"conditions": ["control", "mild", "severe"]}))
+    with pytest.raises(ValueError, match="more than one"):
+        C.check_query(q, C.settings({"donor_key": "tech"}))        # one 'donor' holding every status
+    with pytest.raises(KeyError, match="covid.s100a_genes.*S100A99"):
+        C.check_query(q, C.settings({"s100a_genes": ["S100A8", "S100A99"]}))
