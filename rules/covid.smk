@@ -3,9 +3,8 @@
 # config covid.enabled; datasets come from rule prepare_dataset.
 
 from concerto_workflow import covid as covid_module
-from concerto_workflow.covid import COMPARTMENTS as COVID_COMPARTMENTS
 
-COVID = config.get("covid", {})
+COVID = config.get("covid", {})  # schema defaults filled in by validate()
 COVID_DIR = "results/covid"
 if COVID.get("enabled", False):
     for _role in ("reference", "query"):
@@ -63,7 +62,7 @@ rule covid_analysis:
     conda:
         "../envs/workflow.yaml"
     message:
-        "COVID-19 (Fig 5): exhausted CD8 T, HLA-DR-low monocytes, per-donor percentages, tests, DE"
+        "COVID-19 (Fig 5): exhausted CD8 T, HLA-DR-low monocytes, per-donor percentages, tests, DE, per-status DE"
     script:
         "../scripts/covid_analysis.py"
 
@@ -79,8 +78,8 @@ rule plot_covid:
         covid_fig="|".join(COVID_FIGURES),
     params:
         figure=lambda wc: {"compartment": COVID_FIGURES[wc.covid_fig][1], "title": COVID_FIGURES[wc.covid_fig][2],
-                           "conditions": list(COVID["conditions"]),
-                           "level1": COVID_COMPARTMENTS.get(COVID_FIGURES[wc.covid_fig][1], {}).get("level1")},
+                           "kind": COVID_FIGURES[wc.covid_fig][3], "conditions": list(COVID["conditions"]),
+                           "level1": COVID["compartments"].get(COVID_FIGURES[wc.covid_fig][1], {}).get("level1")},
         caption=lambda wc: covid_module.caption(COVID, config["datasets"], wc.covid_fig),
     log:
         "results/logs/covid/plot_{covid_fig}.log",

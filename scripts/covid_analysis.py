@@ -6,9 +6,7 @@ from concerto_workflow import covid
 
 sm = snakemake  # noqa: F821
 p = sm.params.cfg
-tables = covid.analyse(ad.read_h5ad(sm.input[0]), donor_key=p["donor_key"], condition_key=p["condition_key"],
-                       conditions=p["conditions"], test=p["test"], exhaustion_threshold=p["exhaustion_threshold"],
-                       hla_dr_quantile=p["hla_dr_quantile"])
+tables = covid.analyse(ad.read_h5ad(sm.input[0]), p)
 for name, df in tables.items():
     df.to_csv(getattr(sm.output, name), sep="\t", index=False)
 t = tables["tests"]

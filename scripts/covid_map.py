@@ -11,10 +11,7 @@ p = sm.params.cfg
 seed = int(sm.params.seed)
 ref = covid.log_normalise(ad.read_h5ad(sm.input.reference))
 query = covid.log_normalise(ad.read_h5ad(sm.input.query))
-for key in (p["donor_key"], p["condition_key"]):
-    if key not in query.obs:
-        raise KeyError(f"covid.{'donor_key' if key == p['donor_key'] else 'condition_key'} = {key!r} is not a "
-                       f"column of the query; keep it with datasets.{p['query']}.<source>.keep_obs")
+covid.check_query(query, p, f"dataset {p['query']}")   # before the expensive mapping
 joint, cache = covid.hierarchical_mapping(ref, query, sm.output.models, level_keys=p["reference_levels"],
                                           batch_key=p["batch_key"], n_top_genes=p["n_top_genes"], k=p["k"],
                                           seed=seed, threads=sm.threads, train=p["train"], finetune=p["finetune"])

@@ -8,9 +8,13 @@ sm = snakemake  # noqa: F821
 f = sm.params.figure
 read = lambda path: pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])  # noqa: E731
 umap = read(sm.input.umap)
-if f["compartment"] is None:
+if f["kind"] == "mapping":
     covid_figures.plot_mapping(umap, sm.output[0], title=f["title"], caption=sm.params.caption,
                                conditions=f["conditions"])
+elif f["kind"] == "status_de":
+    de = read(sm.input.status_de)
+    covid_figures.plot_status_de(de[de["compartment"] == f["compartment"]], sm.output[0], title=f["title"],
+                                 caption=sm.params.caption, conditions=f["conditions"])
 else:
     c = f["compartment"]
     states = read(sm.input.states)

@@ -65,7 +65,7 @@ def coverage(config: dict) -> dict[str, list[str]]:
     if config.get("covid", {}).get("enabled", False):   # Fig 5: rules/covid.smk
         from .covid import FIGURES
 
-        for name, (panel, _, _) in FIGURES.items():
+        for name, (panel, *_) in FIGURES.items():
             out[panel].append(name)
     return out
 
@@ -116,9 +116,9 @@ def main(argv=None) -> int:
     config = load_config(a.config)
     if a.write:
         with open(a.write) as fh:
-            text = fh.read()
+            text = update_readme(fh.read(), config)   # before opening for writing: an error keeps the file
         with open(a.write, "w") as fh:
-            fh.write(update_readme(text, config))
+            fh.write(text)
     else:
         print(table(config))
     return 0

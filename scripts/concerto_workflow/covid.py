@@ -5,10 +5,13 @@ expression.
 Inputs are the query cells after hierarchical mapping: log-normalised expression in ``X``
 (``normalize_total`` + ``log1p``), the mapped Level-1 / Level-2 labels and the donor and
 disease-status columns in ``obs``. Every function returns a table; plotting is elsewhere.
+Gene sets, compartment labels and state names come from the config's ``covid`` section (its
+defaults, the paper's choices, live in rules/config.schema.yaml: :func:`settings`).
 """
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 
 import numpy as np
@@ -16,16 +19,49 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-#: the paper's exhaustion gene set (Methods, "Exhausted T annotation in COVID-19 analysis")
-EXHAUSTION_GENES = ("PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4")
-EXHAUSTED = "CD8 T exhausted"
-#: markers of the dysfunctional classical monocytes of Schulte-Schrepping et al. (Fig 5d)
-S100A_GENES = ("S100A8", "S100A9", "S100A12")
-HLA_DR_GENES = ("HLA-DRA",)
-HLA_DR_LOW = "classical monocyte HLA-DR low"
 #: significance stars of the paper's boxplots (Fig 5 legend)
 STAR_LEVELS = ((1e-4, "****"), (1e-3, "***"), (1e-2, "**"), (5e-2, "*"))
 COMPARISON_TESTS = ("mannwhitneyu", "kruskal")
+SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rules", "config.schema.yaml")
+
+
+def settings(cfg: dict | None = None) -> dict:
+    """The config's ``covid`` section with the schema's defaults filled in (the paper's gene
+    sets, compartments and DE calls are those defaults); validated, so a misspelt key fails."""
+    import copy
+
+    from snakemake.utils import validate
+
+    config = {"datasets": {}, "experiments": {}, "covid": copy.deepcopy(cfg or {})}
+    validate(config, SCHEMA)
+    return config["covid"]
+
+
+def check_query(query, cfg: dict, dataset: str = "the query") -> None:
+    """Fail before the mapping when the query cannot give the Fig 5 analysis what it needs.
+
+    Checks (messages name the config key): ``donor_key`` and ``condition_key`` are obs columns;
+    the control status ``conditions[0]`` and at least one other status occur; every donor has
+    one status; the exhaustion, HLA-DR and S100A genes are measured.
+    """
+    for key in ("donor_key", "condition_key"):
+        if cfg[key] not in query.obs.columns:
+            raise KeyError(f"covid.{key} = {cfg[key]!r} is not an obs column of {dataset} "
+                           f"({list(query.obs.columns)}); keep it with datasets.<query>.local.keep_obs")
+    found = set(query.obs[cfg["condition_key"]].astype(str))
+    conditions = [str(c) for c in cfg["conditions"]]
+    if conditions[0] not in found or not found & set(conditions[1:]):
+        raise ValueError(f"covid.conditions = {conditions}: {dataset} has {cfg['condition_key']!r} values "
+                         f"{sorted(found)}; the first (control) and at least one other must occur")
+    per_donor = query.obs.groupby(query.obs[cfg["donor_key"]].astype(str), observed=True)[cfg["condition_key"]]
+    several = per_donor.nunique()
+    if (several > 1).any():
+        raise ValueError(f"donors {list(several.index[several > 1])} of {dataset} have more than one "
+                         f"{cfg['condition_key']!r} (covid.donor_key must name donors, not samples of mixed status)")
+    for key in ("exhaustion_genes", "hla_dr_genes", "s100a_genes"):
+        missing = [g for g in cfg[key] if g not in query.var_names]
+        if missing:
+            raise KeyError(f"covid.{key}: genes {missing} are not measured in {dataset}")
 
 
 def _expression(adata, genes, what: str) -> np.ndarray:
@@ -47,7 +83,7 @@ def minmax_scale(x: np.ndarray) -> np.ndarray:
     return (x - lo) / span
 
 
-def exhaustion_score(adata, genes=EXHAUSTION_GENES) -> np.ndarray:
+def exhaustion_score(adata, genes) -> np.ndarray:
     """The paper's exhaustion score of each cell of ``adata`` (give it the CD8 T cells).
 
     Each gene's log-normalised expression is scaled to [0, 1] over the cells given, and the
@@ -58,7 +94,7 @@ def exhaustion_score(adata, genes=EXHAUSTION_GENES) -> np.ndarray:
     return minmax_scale(_expression(adata, genes, "exhaustion score")).sum(axis=1)
 
 
-def annotate_exhausted(labels, cd8_mask, score, threshold: float = 0.0, label: str = EXHAUSTED) -> np.ndarray:
+def annotate_exhausted(labels, cd8_mask, score, label: str, threshold: float = 0.0) -> np.ndarray:
     """Labels with CD8 T cells whose exhaustion ``score`` is > ``threshold`` relabelled ``label``.
 
     labels : (n,) Level-2 labels; cd8_mask : (n,) bool, the cells annotated CD8 T;
@@ -74,8 +110,7 @@ def annotate_exhausted(labels, cd8_mask, score, threshold: float = 0.0, label: s
     return out
 
 
-def hla_dr_low_s100a_high(adata, reference_mask, *, quantile: float = 0.05,
-                          s100a_genes=S100A_GENES, hla_genes=HLA_DR_GENES) -> pd.DataFrame:
+def hla_dr_low_s100a_high(adata, reference_mask, *, s100a_genes, hla_genes, quantile: float = 0.05) -> pd.DataFrame:
     """Flag HLA-DR-low S100A-high cells among classical monocytes (give it those cells).
 
     Score = S100A - HLA-DR, each the mean log-normalised expression of its genes scaled to
@@ -321,104 +356,137 @@ def hierarchical_mapping(ref, query, model_dir: str, *, level_keys=("celltype.l1
     return joint, cache
 
 
-def annotate_query_states(query, *, level1: str = "level1", level2: str = "level2", cd8: str = "CD8 T",
-                          mono: str = "Mono", classical: str = "CD14 Mono", healthy: str = "healthy",
-                          condition_key: str = "condition", exhaustion_threshold: float = 0.0,
-                          hla_dr_quantile: float = 0.05) -> pd.DataFrame:
+def annotate_query_states(query, cfg: dict, *, level1: str = "level1", level2: str = "level2") -> pd.DataFrame:
     """Query cell states beyond the reference's labels (log data on all query genes in X).
 
-    Returns a frame (query obs names) with 'state' (Level-2 label; CD8 T cells with exhaustion
-    score > threshold -> :data:`EXHAUSTED`; classical monocytes HLA-DR-low S100A-high relative
-    to healthy donors' -> :data:`HLA_DR_LOW`), 'exhaustion_score' (CD8 T cells; NaN else),
-    'hla_dr' and 's100a' (classical monocytes; NaN else).
+    cfg : the ``covid`` settings (:func:`settings`). Returns a frame (query obs names) with
+    'state' (Level-2 label; CD8 T cells with exhaustion score > ``exhaustion_threshold`` ->
+    ``exhausted_label``; classical monocytes HLA-DR-low S100A-high relative to the first
+    condition's (healthy) donors -> ``hla_dr_low_label``), 'exhaustion_score' (CD8 T cells;
+    NaN else), 'hla_dr' and 's100a' (classical monocytes; NaN else).
     """
     obs = query.obs
+    comps = cfg["compartments"]
     state = obs[level2].astype(str).to_numpy(dtype=object)
     out = pd.DataFrame(index=query.obs_names)
-    is_cd8 = (obs[level1].astype(str) == cd8).to_numpy()
+    is_cd8 = (obs[level1].astype(str) == comps["cd8"]["level1"]).to_numpy()
     out["exhaustion_score"] = np.nan
     if is_cd8.any():
-        score = exhaustion_score(query[is_cd8])
+        score = exhaustion_score(query[is_cd8], cfg["exhaustion_genes"])
         out.loc[is_cd8, "exhaustion_score"] = score
-        state = annotate_exhausted(state, is_cd8, score, exhaustion_threshold)
-    is_cm = ((obs[level1].astype(str) == mono) & (obs[level2].astype(str) == classical)).to_numpy()
+        state = annotate_exhausted(state, is_cd8, score, cfg["exhausted_label"], cfg["exhaustion_threshold"])
+    is_cm = ((obs[level1].astype(str) == comps["mono"]["level1"])
+             & (obs[level2].astype(str) == cfg["classical_monocyte"])).to_numpy()
     out["hla_dr"] = np.nan
     out["s100a"] = np.nan
     if is_cm.any():
-        ref_mask = (obs.loc[is_cm, condition_key].astype(str) == healthy).to_numpy()
-        f = hla_dr_low_s100a_high(query[is_cm], ref_mask, quantile=hla_dr_quantile)
+        ref_mask = (obs.loc[is_cm, cfg["condition_key"]].astype(str) == str(cfg["conditions"][0])).to_numpy()
+        f = hla_dr_low_s100a_high(query[is_cm], ref_mask, s100a_genes=cfg["s100a_genes"],
+                                  hla_genes=cfg["hla_dr_genes"], quantile=cfg["hla_dr_quantile"])
         out.loc[is_cm, ["hla_dr", "s100a"]] = f[["hla_dr", "s100a"]].to_numpy()
         cm_idx = np.flatnonzero(is_cm)
-        state[cm_idx[f["flagged"].to_numpy()]] = HLA_DR_LOW
+        state[cm_idx[f["flagged"].to_numpy()]] = cfg["hla_dr_low_label"]
     out.insert(0, "state", state)
     return out
 
 
-#: the paper's Fig 5 compartments: Level-1 label (PBMC160k l1 names) and the markers it shows
-COMPARTMENTS = {
-    "cd8": {"level1": "CD8 T", "markers": ["CCR7", "LEF1", "TCF7", "SELL", "MKI67", "TYMS", "GZMA", "PRF1",
-                                           "GNLY", "PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4"]},
-    "nk": {"level1": "NK", "markers": ["NCAM1", "FCGR3A", "CD27", "PRF1", "GZMB", "LAG3", "B3GAT1", "CXCR3",
-                                       "MKI67"]},
-    "mono": {"level1": "Mono", "markers": ["CD14", "FCGR3A", "HLA-DRA", "S100A8", "S100A9", "S100A12"]},
-}
-#: figure file -> (paper panel, compartment or None, title); drawn by rules/covid.smk
+def status_de(adata, states, genes, conditions, *, min_cells: int = 2) -> pd.DataFrame:
+    """Per-status differential expression within each state of one compartment (Fig 5c/5d).
+
+    adata : the compartment's cells (log data); states : (n_cells,) state of each cell;
+    ``adata.obs['condition']`` the disease status. Within every state, each status after the
+    first in ``conditions`` is compared with the first (healthy) by
+    :func:`differential_expression` (Wilcoxon rank-sum over cells, BH over all genes). A
+    comparison with fewer than ``min_cells`` cells on a side is a row per gene whose note says
+    why. Returns state, gene, group (status), reference (healthy), n_group, n_reference,
+    log2fc, score, p, p_adj, test, note.
+    """
+    states = np.asarray(states, dtype=str)
+    if states.shape != (adata.n_obs,):
+        raise ValueError(f"states has shape {states.shape}, expected ({adata.n_obs},)")
+    cond = adata.obs["condition"].astype(str).to_numpy()
+    healthy = str(conditions[0])
+    rows = []
+    for s in sorted(set(states)):
+        m = states == s
+        sub = adata[m].copy()
+        for c in map(str, conditions[1:]):
+            n_g, n_r = int((cond[m] == c).sum()), int((cond[m] == healthy).sum())
+            head = {"state": s, "group": c, "reference": healthy, "n_group": n_g, "n_reference": n_r}
+            if min(n_g, n_r) < min_cells:
+                rows.append(pd.DataFrame({"gene": list(genes), **head,
+                                          "note": f"not computed: {n_g} {c} and {n_r} {healthy} cells "
+                                                  f"(need >= {min_cells} each)"}))
+                continue
+            de = differential_expression(sub, "condition", c, healthy, genes=genes)
+            rows.append(de.drop(columns=["group", "reference"]).assign(**head, note=""))
+    cols = ["state", "gene", "group", "reference", "n_group", "n_reference", "log2fc", "score", "p", "p_adj",
+            "test", "note"]
+    return pd.concat(rows, ignore_index=True).reindex(columns=cols)
+
+
+#: figure file -> (paper panel, compartment or None, title, kind); drawn by rules/covid.smk. kind:
+#: 'mapping' (5a), 'compartment' (UMAPs, heatmap, boxplots), 'status_de' (per-status DE dot plot)
 FIGURES = {
-    "fig5a_hierarchical_mapping": ("5a", None, "COVID-19 query mapped onto the healthy reference: Level-1 labels"),
-    "fig5b_cd8_t": ("5b", "cd8", "CD8 T cells: Level-2 subtypes and exhausted CD8 T by disease status"),
-    "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status"),
-    "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status"),
+    "fig5a_hierarchical_mapping": ("5a", None, "COVID-19 query mapped onto the healthy reference: Level-1 labels",
+                                   "mapping"),
+    "fig5b_cd8_t": ("5b", "cd8", "CD8 T cells: Level-2 subtypes and exhausted CD8 T by disease status",
+                    "compartment"),
+    "fig5c_nk": ("5c", "nk", "NK cells: CD56bright, CD56dim CD16bright, proliferating by disease status",
+                 "compartment"),
+    "fig5c_nk_status_de": ("5c", "nk", "NK cells: marker DE per subtype, each patient status vs control",
+                           "status_de"),
+    "fig5d_monocytes": ("5d", "mono", "Monocytes: classical vs non-classical and HLA-DR-low S100A-high by status",
+                        "compartment"),
+    "fig5d_monocytes_status_de": ("5d", "mono", "Monocytes: marker DE per subtype, each patient status vs control",
+                                  "status_de"),
 }
 #: tables of :func:`analyse` (results/covid/<name>.tsv)
-TABLES = ("states", "percentages", "tests", "markers", "de")
-#: the paper's DE calls (Results, Fig 5b): group vs reference within CD8 T ('rest' = other subtypes)
-DE_COMPARISONS = [
-    {"compartment": "cd8", "group": "CD8 Naive", "reference": "rest", "genes": ["CCR7", "LEF1", "TCF7", "SELL"]},
-    {"compartment": "cd8", "group": "CD8 TEM", "reference": "rest", "genes": ["PRF1", "GNLY"]},
-    {"compartment": "cd8", "group": "CD8 Proliferating", "reference": "CD8 Naive", "genes": ["TYMS"]},
-]
+TABLES = ("states", "percentages", "tests", "markers", "de", "status_de")
 
 
-def analyse(query, *, donor_key: str = "donor", condition_key: str = "condition",
-            conditions=("healthy", "moderate", "severe"), test: str = "mannwhitneyu",
-            exhaustion_threshold: float = 0.0, hla_dr_quantile: float = 0.05,
-            compartments=None, de_comparisons=None) -> dict[str, pd.DataFrame]:
+def analyse(query, cfg: dict) -> dict[str, pd.DataFrame]:
     """Fig 5 tables from the mapped query (log data on all query genes; obs level1, level2).
 
-    Returns {'states': per cell, 'percentages': per donor x subtype within each compartment,
-    'tests': group comparisons (``test`` and Kruskal-Wallis), 'markers': mean expression per
-    compartment x state, 'de': DE calls (rows of a comparison whose group is missing say why)}.
+    cfg : the ``covid`` settings (:func:`settings`): donor_key, condition_key, conditions, test,
+    the gene sets and compartments. Returns {'states': per cell, 'percentages': per donor x
+    subtype within each compartment, 'tests': group comparisons (``test`` and Kruskal-Wallis),
+    'markers': mean expression per compartment x state, 'de': the configured DE calls,
+    'status_de': per-status DE of the ``status_de`` compartments} (DE rows of a group the
+    mapping did not produce say why in 'note').
     """
-    compartments = COMPARTMENTS if compartments is None else compartments
-    de_comparisons = DE_COMPARISONS if de_comparisons is None else de_comparisons
-    for key in ("level1", "level2", donor_key, condition_key):
+    donor_key, condition_key, conditions = cfg["donor_key"], cfg["condition_key"], list(cfg["conditions"])
+    for key in ("level1", "level2"):
         if key not in query.obs.columns:
-            raise KeyError(f"query obs has no {key!r}")
-    st = annotate_query_states(query, condition_key=condition_key, exhaustion_threshold=exhaustion_threshold,
-                               hla_dr_quantile=hla_dr_quantile, cd8=compartments["cd8"]["level1"],
-                               mono=compartments["mono"]["level1"], healthy=conditions[0])
+            raise KeyError(f"query obs has no {key!r} (the mapped labels)")
+    check_query(query, cfg)
+    st = annotate_query_states(query, cfg)
     obs = query.obs
     states = pd.concat([obs[[donor_key, condition_key, "level1", "level2"]].astype(str)
                         .rename(columns={donor_key: "donor", condition_key: "condition"}), st], axis=1)
     if "cell_type" in obs:
         states["true_label"] = obs["cell_type"].astype(str)
-    pcts, tests, markers, des = [], [], [], []
-    for name, comp in compartments.items():
+    pcts, tests, markers, des, sdes = [], [], [], [], []
+    for name, comp in cfg["compartments"].items():
         m = (states["level1"] == comp["level1"]).to_numpy()
         if not m.any():
             warnings.warn(f"no query cells mapped to {comp['level1']!r}; compartment {name} is empty")
             continue
         pct = subtype_percentages(states[m], "state").assign(compartment=name)
         pcts.append(pct)
-        for t in dict.fromkeys([test, "kruskal"]):
+        for t in dict.fromkeys([cfg["test"], "kruskal"]):
             tests.append(compare_groups(pct, conditions, test=t).assign(compartment=name))
         genes = [g for g in comp["markers"] if g in query.var_names]
         x = _expression(query[m], genes, "markers")
         mk = pd.DataFrame(x, columns=genes).groupby(states.loc[m, "state"].to_numpy()).mean()
         mk = mk.reset_index(names="state").melt(id_vars="state", var_name="gene", value_name="mean_expression")
         markers.append(mk.assign(compartment=name))
-    for c in de_comparisons:
-        comp = compartments[c["compartment"]]
+        if name in cfg["status_de"]:
+            sub = query[m].copy()
+            sub.obs["condition"] = states.loc[m, "condition"].to_numpy()
+            sdes.append(status_de(sub, states.loc[m, "state"].to_numpy(), genes, conditions).assign(compartment=name))
+    for c in cfg["de"]:
+        comp = cfg["compartments"][c["compartment"]]
         m = (states["level1"] == comp["level1"]).to_numpy()
         sub = query[m].copy()
         sub.obs["state"] = states.loc[m, "state"].to_numpy()
@@ -428,11 +496,15 @@ def analyse(query, *, donor_key: str = "donor", condition_key: str = "condition"
         except (ValueError, KeyError) as e:   # a group the mapping did not produce: say so
             des.append(pd.DataFrame({"gene": c["genes"], "group": c["group"], "reference": c["reference"],
                                      "compartment": c["compartment"], "note": f"not computed: {e}"}))
+    de_cols = ["gene", "group", "reference", "log2fc", "score", "p", "p_adj", "test", "compartment", "note"]
+    sde_cols = ["state", "gene", "group", "reference", "n_group", "n_reference", "log2fc", "score", "p", "p_adj",
+                "test", "note", "compartment"]
     return {"states": states.reset_index(names="cell"),
             "percentages": pd.concat(pcts, ignore_index=True),
             "tests": pd.concat(tests, ignore_index=True),
             "markers": pd.concat(markers, ignore_index=True),
-            "de": pd.concat(des, ignore_index=True)}
+            "de": pd.concat(des, ignore_index=True).reindex(columns=de_cols) if des else pd.DataFrame(columns=de_cols),
+            "status_de": pd.concat(sdes, ignore_index=True) if sdes else pd.DataFrame(columns=sde_cols)}
 
 
 def mapping_accuracy(obs: pd.DataFrame, truth_keys, levels=("level1", "level2")) -> pd.DataFrame:
@@ -452,7 +524,7 @@ def mapping_accuracy(obs: pd.DataFrame, truth_keys, levels=("level1", "level2"))
 
 def caption(cfg: dict, datasets: dict, figure: str) -> str:
     """Caption of a Fig 5 figure: panel, the data used (stand-in or real), the tests and rules."""
-    panel, comp, _ = FIGURES[figure]
+    panel, comp, _, kind = FIGURES[figure]
 
     def data(role):
         d = datasets[cfg[role]]
@@ -460,19 +532,27 @@ def caption(cfg: dict, datasets: dict, figure: str) -> str:
             return f"{role} {cfg[role]} = simulated stand-in (make_{d.get('standin', {}).get('maker', cfg[role])})"
         return f"{role} {cfg[role]} = real data ({d['source']})"
 
+    healthy = cfg["conditions"][0]
     text = (f"Paper panel {panel}. Data: {data('reference')}; {data('query')}. Concerto trained on the reference, "
             f"fine-tuned on the query without labels, Level-1 then Level-2 labels by {cfg['k']}-NN vote within "
             "the predicted Level-1 group.")
-    if comp is not None:
-        text += (f" Percentages are per donor within the compartment ({COMPARTMENTS[comp]['level1']}); stars: "
-                 f"two-sided Mann-Whitney U of each patient group vs {cfg['conditions'][0]} (* p<0.05, ** <0.01, "
+    if kind == "compartment":
+        text += (f" Percentages are per donor within the compartment ({cfg['compartments'][comp]['level1']}); "
+                 f"stars: two-sided Mann-Whitney U of each patient group vs {healthy} (* p<0.05, ** <0.01, "
                  "*** <0.001, **** <1e-4; Kruskal-Wallis and BH-adjusted p in tests.tsv).")
-    if comp == "cd8":
-        text += (" Exhausted CD8 T: PDCD1, TIGIT, LAG3, HAVCR2, CTLA4 each min-max scaled over CD8 T cells, "
+    if kind == "status_de":
+        text += (f" DE within each {cfg['compartments'][comp]['level1']} state, each patient status vs {healthy}: "
+                 "scanpy rank_genes_groups, Wilcoxon rank-sum over cells (cells of a donor are not independent: "
+                 "read with the per-donor percentage tests), Benjamini-Hochberg over all genes; colour log2 fold "
+                 "change (clipped at +-3), size -log10 adjusted p, black edge adj. p < 0.05; 'n/a' where a side has < 2 cells "
+                 "(status_de.tsv).")
+    if kind == "compartment" and comp == "cd8":
+        text += (f" Exhausted CD8 T: {', '.join(cfg['exhaustion_genes'])} each min-max scaled over CD8 T cells, "
                  f"summed, > {cfg['exhaustion_threshold']} (paper Methods). DE: scanpy rank_genes_groups, "
                  "Wilcoxon rank-sum, Benjamini-Hochberg.")
-    if comp == "mono":
-        text += (" HLA-DR-low S100A-high: scaled S100A8/9/12 minus scaled HLA-DRA above the "
-                 f"{1 - cfg['hla_dr_quantile']:.2f} quantile of healthy donors' classical monocytes "
-                 "(this study's rule; the paper circles the region on the UMAP).")
+    if kind == "compartment" and comp == "mono":
+        text += (f" HLA-DR-low S100A-high: scaled mean {'/'.join(cfg['s100a_genes'])} minus scaled mean "
+                 f"{'/'.join(cfg['hla_dr_genes'])} above the {1 - cfg['hla_dr_quantile']:.2f} quantile of "
+                 f"{healthy} donors' classical monocytes ({cfg['classical_monocyte']}; this study's rule, the "
+                 "paper circles the region on the UMAP).")
     return text

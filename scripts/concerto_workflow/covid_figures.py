@@ -4,7 +4,7 @@
 ``plot_mapping`` is panel 5a (joint UMAP with Level-1 labels, Level-1 composition of reference
 and query); ``plot_compartment`` is panels 5b-5d (UMAP of the compartment's query cells per
 disease status, marker heatmap, per-donor percentage boxplots with stars, and the DE table or
-the HLA-DR / S100A scatter).
+the HLA-DR / S100A scatter); ``plot_status_de`` is the per-status DE dot plot of 5c / 5d.
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def _scatter(ax, df, color_col, colors, title, s=3):
 
 
 def _footer(fig, caption):
-    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(caption, 180)), fontsize=7, va="bottom")
+    # about 18 characters of 7-pt text per inch; 16 leaves a margin
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(caption, int(16 * fig.get_figwidth()))), fontsize=7,
+             va="bottom")
 
 
 def plot_mapping(umap: pd.DataFrame, out: str, *, title: str, caption: str, conditions) -> None:
@@ -155,6 +157,47 @@ def plot_compartment(umap: pd.DataFrame, states: pd.DataFrame, pct: pd.DataFrame
     test_name = pair_tests["test"].iloc[0] if len(pair_tests) else ""
     ax.set_title(f"stars: {conditions[0]} vs each patient group, {test_name}", fontsize=9)
     fig.suptitle(title, fontsize=11)
+    _footer(fig, caption)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_status_de(de: pd.DataFrame, out: str, *, title: str, caption: str, conditions) -> None:
+    """5c / 5d per-status DE dot plot: one row per state x patient status, one column per gene.
+
+    de: one compartment's rows of ``status_de.tsv`` (state, gene, group, log2fc, p_adj, note).
+    Colour = log2 fold change vs the first condition (clipped at +-3), size = -log10 adjusted p
+    (capped at 10), black edge = adjusted p < 0.05; comparisons not computed are grey crosses.
+    """
+    genes = list(dict.fromkeys(de["gene"]))
+    rows = [(s, c) for s in sorted(de["state"].unique()) for c in conditions[1:]
+            if ((de["state"] == s) & (de["group"] == c)).any()]
+    fig, ax = plt.subplots(figsize=(max(11.0, 0.6 * len(genes) + 8), max(4.5, 0.42 * len(rows) + 3)))
+    fig.subplots_adjust(left=0.3, right=0.8, bottom=0.32, top=0.9)
+    norm = matplotlib.colors.Normalize(-3, 3)
+    cmap = plt.get_cmap("RdBu_r")
+    for i, (s, c) in enumerate(rows):
+        d = de[(de["state"] == s) & (de["group"] == c)].set_index("gene")
+        for j, g in enumerate(genes):
+            if g not in d.index:
+                continue
+            r = d.loc[g]
+            if not np.isfinite(pd.to_numeric(r.get("p_adj"), errors="coerce")):
+                ax.scatter(j, i, marker="x", s=25, color="grey")
+                continue
+            size = 15 + 25 * min(10.0, -np.log10(max(float(r["p_adj"]), 1e-300)))
+            ax.scatter(j, i, s=size, color=cmap(norm(np.clip(float(r["log2fc"]), -3, 3))),
+                       edgecolors="k" if r["p_adj"] < 0.05 else "none", linewidths=0.8)
+    ax.set_xticks(range(len(genes)), genes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{s} | {c} vs {conditions[0]}" for s, c in rows], fontsize=8)
+    ax.set_xlim(-0.6, len(genes) - 0.4)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, fraction=0.04, pad=0.02, label="log2 fold change")
+    for v in (1, 5, 10):
+        ax.scatter([], [], s=15 + 25 * v, color="grey", label=f"adj. p 1e-{v}")
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.15, 1.0), labelspacing=1.6)
+    ax.set_title(title, fontsize=10)
     _footer(fig, caption)
     fig.savefig(out, dpi=110)
     plt.close(fig)

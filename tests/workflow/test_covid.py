@@ -8,6 +8,8 @@ from scipy import stats
 
 from concerto_workflow import covid as C
 
+CFG = C.settings()      # the paper's choices: the schema defaults of the config's covid section
+
 
 def _adata(X, genes, **obs):
     n = np.asarray(X).shape[0]
@@ -17,7 +19,8 @@ def _adata(X, genes, **obs):
 
 
 def test_exhaustion_score_matches_hand_computation():
-    genes = list(C.EXHAUSTION_GENES) + ["CD8A"]
+    genes = ["PDCD1", "TIGIT", "LAG3", "HAVCR2", "CTLA4", "CD8A"]
+    assert CFG["exhaustion_genes"] == genes[:5]                   # paper Methods
     X = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 3.0],    # expresses none: score 0
                   [2.0, 0.0, 0.0, 0.0, 0.0, 3.0],
                   [1.0, 4.0, 0.0, 0.0, 0.0, 1.0],
@@ -25,18 +28,18 @@ def test_exhaustion_score_matches_hand_computation():
     a = _adata(X, genes)
     # by hand: PDCD1 /2, TIGIT /4, LAG3 and HAVCR2 constant (0), CTLA4 /1
     expected = np.array([0.0, 1.0, 0.5 + 1.0, 0.5 + 1.0])
-    np.testing.assert_allclose(C.exhaustion_score(a), expected)
+    np.testing.assert_allclose(C.exhaustion_score(a, genes[:5]), expected)
     # a nonzero minimum is subtracted before scaling
     b = _adata(X + 1.0, genes)
-    np.testing.assert_allclose(C.exhaustion_score(b), expected)
+    np.testing.assert_allclose(C.exhaustion_score(b, genes[:5]), expected)
     labels = np.array(["CD8 Naive", "CD8 TEM", "CD4 TCM", "CD8 TEM", "CD8 Naive"], dtype=object)
     cd8 = np.array([True, True, False, True, True])
-    out = C.annotate_exhausted(labels, cd8, expected)          # > 0 (strict) -> exhausted
-    assert list(out) == ["CD8 Naive", C.EXHAUSTED, "CD4 TCM", C.EXHAUSTED, C.EXHAUSTED]
+    out = C.annotate_exhausted(labels, cd8, expected, "exh")   # > 0 (strict) -> exhausted
+    assert list(out) == ["CD8 Naive", "exh", "CD4 TCM", "exh", "exh"]
     with pytest.raises(ValueError, match="one per CD8"):
-        C.annotate_exhausted(labels, cd8, expected[:2])
+        C.annotate_exhausted(labels, cd8, expected[:2], "exh")
     with pytest.raises(KeyError, match="HAVCR2"):
-        C.exhaustion_score(_adata(X[:, [0, 1, 2, 4]], ["PDCD1", "TIGIT", "LAG3", "CTLA4"]))
+        C.exhaustion_score(_adata(X[:, [0, 1, 2, 4]], ["PDCD1", "TIGIT", "LAG3", "CTLA4"]), genes[:5])
 
 
 def test_percentages_per_donor_sum_to_100():
@@ -113,12 +116,13 @@ def test_hla_dr_low_s100a_high_relative_to_healthy():
     hla[150:] = 0.5
     s100[150:] = 5.0                            # 50 patient cells: HLA-DR low, S100A high
     a = _adata(np.c_[hla, s100, s100, s100], ["HLA-DRA", "S100A8", "S100A9", "S100A12"])
-    f = C.hla_dr_low_s100a_high(a, healthy)
+    kw = {"s100a_genes": ["S100A8", "S100A9", "S100A12"], "hla_genes": ["HLA-DRA"]}
+    f = C.hla_dr_low_s100a_high(a, healthy, **kw)
     assert f["flagged"].iloc[150:].all()
     assert f["flagged"].iloc[:100].mean() == pytest.approx(0.05, abs=0.011)   # the quantile, by construction
     assert f["flagged"].iloc[100:150].mean() < 0.2
     with pytest.raises(ValueError, match="no reference"):
-        C.hla_dr_low_s100a_high(a, np.zeros(n, bool))
+        C.hla_dr_low_s100a_high(a, np.zeros(n, bool), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -133,27 +137,32 @@ def standin_query():
     return q
 
 
-def test_analyse_tables_and_planted_states(standin_query):
-    t = C.analyse(standin_query)
-    assert set(t) == {"states", "percentages", "tests", "markers", "de"}
+@pytest.fixture(scope="module")
+def tables(standin_query):
+    return C.analyse(standin_query, CFG)
+
+
+def test_analyse_tables_and_planted_states(tables):
+    t = tables
+    assert set(t) == set(C.TABLES)
     pct = t["percentages"]
     sums = pct.groupby(["compartment", "donor"])["percent"].sum()
     np.testing.assert_allclose(sums, 100.0)
     st = t["states"]
     truth_ex = st["true_label"] == "CD8 T exhausted"
-    assert (st.loc[truth_ex, "state"] == C.EXHAUSTED).mean() > 0.9      # planted exhaustion is found
+    assert (st.loc[truth_ex, "state"] == CFG["exhausted_label"]).mean() > 0.9   # planted exhaustion is found
     truth_hla = st["true_label"] == "CD14 Mono HLA-DR low"
-    assert (st.loc[truth_hla, "state"] == C.HLA_DR_LOW).mean() > 0.5
+    assert (st.loc[truth_hla, "state"] == CFG["hla_dr_low_label"]).mean() > 0.5
     de = t["de"].set_index("gene")
     assert de.loc["CCR7", "log2fc"] > 0 and "Wilcoxon" in de.loc["CCR7", "test"]
     assert set(t["tests"]["compartment"]) == {"cd8", "nk", "mono"}
     assert t["tests"]["test"].str.contains("Mann-Whitney").any() and t["tests"]["test"].str.contains("Kruskal").any()
 
 
-def test_covid_figures_draw(standin_query, tmp_path):
+def test_covid_figures_draw(standin_query, tables, tmp_path):
     from concerto_workflow import covid_figures as F
 
-    t = C.analyse(standin_query)
+    t = tables
     rng = np.random.default_rng(0)
     q = standin_query
     umap = pd.DataFrame({"cell": q.obs_names, "dataset": "query", "level1": q.obs["level1"].astype(str),
@@ -168,4 +177,69 @@ def test_covid_figures_draw(standin_query, tmp_path):
                            pick(t["tests"]), pick(t["markers"]), str(tmp_path / f"{comp}.png"), title="t",
                            caption="c", conditions=["healthy", "moderate", "severe"], de=pick(t["de"]),
                            scatter=comp == "mono")
-    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("a.png", "cd8.png", "mono.png"))
+    sde = t["status_de"]
+    F.plot_status_de(sde[sde["compartment"] == "nk"], str(tmp_path / "nk_de.png"), title="t", caption="c",
+                     conditions=["healthy", "moderate", "severe"])
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("a.png", "cd8.png", "mono.png", "nk_de.png"))
+
+
+def test_status_de_per_state_and_status_uses_scanpy_wilcoxon_bh():
+    rng = np.random.default_rng(4)
+    cond = np.array((["healthy"] * 40 + ["severe"] * 40) * 2 + ["moderate"])
+    state = np.array(["dim"] * 80 + ["bright"] * 80 + ["dim"])
+    X = rng.poisson(2.0, size=(161, 3)).astype(float)
+    X[(state == "dim") & (cond == "severe"), 0] += 4              # GZMB up in severe CD56dim only
+    a = _adata(np.log1p(X), ["GZMB", "CD27", "G3"], condition=cond)
+    de = C.status_de(a, state, ["GZMB", "CD27"], ["healthy", "moderate", "severe"])
+    assert len(de) == 2 * 2 * 2                                  # states x patient statuses x genes
+    dim = de[(de["state"] == "dim") & (de["group"] == "severe")].set_index("gene")
+    m = state == "dim"
+    x = np.log1p(X)
+    p = [stats.ranksums(x[m & (cond == "severe"), j], x[m & (cond == "healthy"), j]).pvalue for j in range(3)]
+    assert dim.loc["GZMB", "p"] == pytest.approx(p[0], rel=1e-4)
+    assert dim.loc["GZMB", "p_adj"] == pytest.approx(stats.false_discovery_control(p, method="bh")[0], rel=1e-4)
+    assert dim.loc["GZMB", "log2fc"] > 1 and dim.loc["GZMB", "p_adj"] < 1e-3
+    assert (dim["reference"] == "healthy").all() and (dim["n_group"] == 40).all() and "Wilcoxon" in dim["test"].iloc[0]
+    bright = de[(de["state"] == "bright") & (de["group"] == "severe")].set_index("gene")
+    assert abs(bright.loc["GZMB", "log2fc"]) < 1 < dim.loc["GZMB", "log2fc"]   # cells of the other state only
+    moderate = de[de["group"] == "moderate"]                     # 1 moderate cell: a row that says why
+    assert moderate["p"].isna().all() and moderate["note"].str.contains("not computed").all()
+    with pytest.raises(ValueError, match="expected"):
+        C.status_de(a, state[:-1], ["GZMB"], ["healthy", "severe"])
+
+
+def test_covid_settings_come_from_config(standin_query):
+    assert CFG["compartments"]["nk"]["level1"] == "NK" and CFG["status_de"] == ["nk", "mono"]
+    assert [c["group"] for c in CFG["de"]] == ["CD8 Naive", "CD8 TEM", "CD8 Proliferating"]
+    with pytest.raises(Exception, match="nk_cells"):
+        C.settings({"compartments": {"nk_cells": {"level1": "NK"}}})
+    # a user's naming: Level-1 'CD8-positive T', statuses control / mild / critical, own genes
+    q = standin_query.copy()
+    q.obs["level1"] = q.obs["level1"].replace({"CD8 T": "CD8-positive T"})
+    q.obs["status"] = q.obs["condition"].map({"healthy": "control", "moderate": "mild", "severe": "critical"})
+    cfg = C.settings({"condition_key": "status", "conditions": ["control", "mild", "critical"],
+                      "exhaustion_genes": ["PDCD1", "LAG3"], "exhausted_label": "Tex", "de": [],
+                      "status_de": ["cd8"],
+                      "compartments": {"cd8": {"level1": "CD8-positive T", "markers": ["PDCD1", "CCR7"]}}})
+    assert cfg["compartments"]["mono"]["level1"] == "Mono"       # what the user left out keeps its default
+    t = C.analyse(q, cfg)
+    st = t["states"]
+    assert (st.loc[st["true_label"] == "CD8 T exhausted", "state"] == "Tex").mean() > 0.9
+    assert set(t["markers"].loc[t["markers"]["compartment"] == "cd8", "gene"]) == {"PDCD1", "CCR7"}
+    assert set(t["status_de"]["compartment"]) == {"cd8"} and set(t["status_de"]["group"]) == {"mild", "critical"}
+    assert set(t["tests"]["group1"]) >= {"control"} and t["de"].empty
+    with pytest.raises(ValueError, match="covid.conditions"):
+        C.analyse(q, C.settings({"condition_key": "status"}))
+
+
+def test_check_query_fails_before_mapping_with_the_config_key(standin_query):
+    q = standin_query
+    C.check_query(q, CFG)                                         # the stand-in has what Fig 5 needs
+    with pytest.raises(KeyError, match="covid.donor_key = 'patient'"):
+        C.check_query(q, C.settings({"donor_key": "patient"}))
+    with pytest.raises(ValueError, match="covid.conditions"):
+        C.check_query(q, C.settings({"conditions": ["control", "mild", "severe"]}))
+    with pytest.raises(ValueError, match="more than one"):
+        C.check_query(q, C.settings({"donor_key": "tech"}))        # one 'donor' holding every status
+    with pytest.raises(KeyError, match="covid.s100a_genes.*S100A99"):
+        C.check_query(q, C.settings({"s100a_genes": ["S100A8", "S100A99"]}))

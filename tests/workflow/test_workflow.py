@@ -52,11 +52,41 @@ def test_readme_coverage_table_matches_the_config():
         "README coverage table is stale: python -m concerto_workflow.coverage --write README.md"
 
 
+COVID_CONDITIONS = {"healthy": "control", "moderate": "mild", "severe": "severe"}
+
+
+def write_covid_query_like_real(path: Path, standin: dict) -> dict:
+    """The tiny COVID stand-in written as a real query file would come (Schulte-Schrepping et al.
+    style: counts in a layer, log data in X, the authors' column names and status names, no
+    reference-level labels), and the dataset / covid config that reads it (source local)."""
+    from concerto_workflow.simulate.standins import make_covid_pbmc
+
+    q = make_covid_pbmc(**standin)
+    obs = pd.DataFrame({"sampleID": q.obs["donor"].astype(str).str.replace("healthy", "control")
+                        .str.replace("moderate", "mild"),
+                        "group_per_sample": q.obs["condition"].astype(str).map(COVID_CONDITIONS),
+                        "cell.type": q.obs["cell_type"].astype(str)}, index=q.obs_names)
+    real = ad.AnnData(np.log1p(q.X.toarray()), obs=obs, var=q.var[[]].copy(), layers={"counts": q.X.copy()})
+    real.write_h5ad(path)
+    dataset = {"source": "local", "local": {"path": str(path), "batch_col": "sampleID", "label_col": "cell.type",
+                                            "counts_layer": "counts", "keep_obs": ["sampleID", "group_per_sample"]}}
+    covid = {"donor_key": "sampleID", "condition_key": "group_per_sample",
+             "conditions": list(COVID_CONDITIONS.values()), "query_truth": []}
+    return dataset, covid
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """Run the whole tiny study in a fresh directory."""
+    """Run the whole tiny study in a fresh directory; its COVID query takes the real-data path
+    (a local h5ad, rules unchanged) at no extra cost: the stand-in path runs in the default study."""
     work = tmp_path_factory.mktemp("tiny")
-    common = ("-s", str(REPO / "Snakefile"), "--directory", str(work), "--configfile", str(TINY))
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["covid_pbmc"], covid = write_covid_query_like_real(
+        work / "covid_query.h5ad", cfg["datasets"]["covid_pbmc"]["standin"])
+    cfg["covid"].update(covid)
+    study = work / "study.yaml"
+    study.write_text(yaml.safe_dump(cfg))
+    common = ("-s", str(REPO / "Snakefile"), "--directory", str(work), "--configfile", str(study))
     r = snakemake(*common, "--cores", "2", timeout=1500)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
     return work, common
@@ -134,7 +164,8 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     res = work / "results"
     for f in ("fig3e_umap_tiny", "fig3g_tiny", "fig4a_tiny", "fig4b_tiny", "fig2a_tiny", "supp01_tiny",
               "fig2d_tiny", "fig2i_tiny", "fig3a_tiny", "fig3b_tiny", "fig4g_tiny", "runtimes",
-              "fig5a_hierarchical_mapping", "fig5b_cd8_t", "fig5c_nk", "fig5d_monocytes"):
+              "fig5a_hierarchical_mapping", "fig5b_cd8_t", "fig5c_nk", "fig5d_monocytes", "fig5c_nk_status_de",
+              "fig5d_monocytes_status_de"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 5000, f
     # Fig 5: percentages per donor sum to 100; Level-2 labels lie in the predicted Level-1 group
     pct = pd.read_csv(res / "covid" / "percentages.tsv", sep="\t")
@@ -143,6 +174,13 @@ def test_figures_runtimes_rerun_and_report(tiny_run):
     allowed = ref.obs.groupby("celltype.l1", observed=True)["celltype.l2"].agg(lambda s: set(s.astype(str)))
     states = pd.read_csv(res / "covid" / "states.tsv", sep="\t")
     assert all(l2 in allowed[l1] for l1, l2 in zip(states["level1"], states["level2"]))
+    # the query came from the local file: its donors and status names, counts from its layer
+    query = ad.read_h5ad(res / "data" / "covid_pbmc" / "raw.h5ad")
+    assert set(query.obs["group_per_sample"]) == set(COVID_CONDITIONS.values()) == set(states["condition"])
+    assert np.allclose(query.X.data, np.round(query.X.data))
+    sde = pd.read_csv(res / "covid" / "status_de.tsv", sep="\t")
+    assert set(sde["compartment"]) == {"nk", "mono"} and set(sde["reference"]) == {"control"}
+    assert set(sde["group"]) == {"mild", "severe"}
     rt = pd.read_csv(res / "runtimes.tsv", sep="\t")
     assert {"rule", "job", "s"} <= set(rt.columns) and "train_concerto" in set(rt["rule"])
     r = snakemake(*common, "-n")
@@ -160,6 +198,7 @@ def test_new_experiment_is_config_only(tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
     cfg["splits"]["leave_tech_out"] = {"kind": "leave_one_out", "key": "tech", "bootstraps": 2,
                                        "values": ["inDrop"]}
+    cfg["covid"]["enabled"] = False                    # (run by tiny_run)
     cfg["experiments"] = {"new_loo": {"task": "annotate", "dataset": "pancreas", "split": "leave_tech_out",
                                       "preprocessing": ["hvg150"], "methods": ["logreg", "majority"],
                                       "metrics": ["median_f1"], "n_comps": 16}}
