@@ -95,6 +95,7 @@ rule plot_overall_figure:
     params:
         figure=figure_params,
         caption=caption_text,
+        benchmark_dir="results/benchmarks",
     log:
         "results/logs/plot/{figure}.log",
     conda:

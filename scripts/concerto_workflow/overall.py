@@ -10,7 +10,9 @@ entry is computed from the measured rows of this run. A *tool* is a group of reg
   tools (1 = best, in the metric's direction from :mod:`.scoring`). Experiments on the same
   dataset and split score the same test cells, so Seurat v4's label transfer (an annotate
   experiment) is ranked with the other tools' k-NN labels of the map experiment;
-* run time and peak memory: the tool's rank within each (dataset, split), averaged over them;
+* wall time and peak memory of the method jobs (Snakemake benchmark files, Concerto's
+  pretraining job included: :mod:`.scalability`): the tool's rank within each experiment,
+  averaged over experiments;
 * capabilities the run demonstrates (not ranked): ran on all genes (an experiment's
   preprocessing keeps every gene) and ran with a second modality as input;
 * overall: the mean of the tool's ranks over the ranked criteria it took part in.
@@ -25,8 +27,8 @@ import pandas as pd
 from .columns import OK
 from .scoring import METRICS, higher_is_better
 
-RESOURCES = {"runtime_s": "run time (mean rank over data sets)",
-             "peak_memory_mb": "peak memory (mean rank over data sets)"}
+RESOURCES = {"total_s": "wall time incl. reference building (mean rank over experiments)",
+             "max_rss_mb": "peak memory (mean rank over experiments)"}
 OVERALL = "overall (mean rank)"
 COLUMNS = ["criterion", "kind", "tool", "value", "rank"]
 
@@ -45,12 +47,14 @@ def _ranks(values: pd.Series, higher: bool) -> pd.Series:
     return values.rank(ascending=not higher, method="average")
 
 
-def overall_table(scores: pd.DataFrame, groups: dict[str, list[str]], *, all_gene_preps=(),
-                  multimodal_runs=()) -> pd.DataFrame:
+def overall_table(scores: pd.DataFrame, groups: dict[str, list[str]], *, resources: pd.DataFrame | None = None,
+                  all_gene_preps=(), multimodal_runs=()) -> pd.DataFrame:
     """Long table (:data:`COLUMNS`): kind is quality / resource / capability / overall.
 
-    ``scores``: collected score rows (:mod:`.tables`); ``all_gene_preps``: preprocessing ids that
-    keep every gene; ``multimodal_runs``: (experiment, method) pairs run with a second modality.
+    ``scores``: collected score rows (:mod:`.tables`); ``resources``: the jobs' measured times
+    (:func:`concerto_workflow.scalability.scalability_table` of the same experiments; None = no
+    resource rows); ``all_gene_preps``: preprocessing ids that keep every gene;
+    ``multimodal_runs``: (experiment, method) pairs run with a second modality.
     """
     tool_of = _tool_of(groups)
     tools = list(groups)
@@ -66,11 +70,14 @@ def overall_table(scores: pd.DataFrame, groups: dict[str, list[str]], *, all_gen
             continue
         r = _ranks(best, higher)
         rows += [(f"{dataset} / {split}: {metric}", "quality", t, float(best[t]), float(r[t])) for t in best.index]
+    res = pd.DataFrame(columns=["experiment", "method", "tool", "status", *RESOURCES])
+    if resources is not None:
+        res = resources[resources["method"].isin(tool_of) & (resources["status"] == OK)].assign(
+            tool=lambda t: t["method"].map(tool_of))
     for metric, label in RESOURCES.items():
-        res = ok[ok["metric"] == metric]
         per_exp = []
-        for _, g in res.groupby(["dataset", "split"]):
-            v = g.groupby("tool")["value"].mean()
+        for _, g in res.groupby("experiment"):
+            v = g.groupby("tool")[metric].mean()
             if len(v) >= 2:
                 per_exp.append(_ranks(v, higher=False))
         if per_exp:
