@@ -53,5 +53,7 @@ def test_a_job_without_its_benchmark_file_is_an_error(tmp_path):
 def test_scsim_standin_splits_reference_and_query():
     a = make_scsim_scale(n_cells=200, n_genes=300, seed=0)
     assert a.shape == (200, 300) and a.obs["part"].value_counts().to_dict() == {"query": 100, "reference": 100}
-    assert (a.obs["batch"].astype(str) == a.obs["part"].astype(str)).all() and a.obs["cell_type"].nunique() == 5
+    ref = a.obs["part"] == "reference"
+    assert set(a.obs.loc[ref, "batch"].astype(str)) == {"ref1", "ref2"} and (a.obs.loc[~ref, "batch"] == "query").all()
+    assert a.obs["cell_type"].nunique() == 5
     assert np.allclose(a.X.toarray(), make_scsim_scale(n_cells=200, n_genes=300, seed=0).X.toarray())
