@@ -5,7 +5,7 @@ from concerto_workflow import figures, scalability, tables
 
 sm = snakemake  # noqa: F821
 f = sm.params.figure
-t = scalability.scalability_table(tables.concat(list(sm.input)), sm.params.benchmark_dir)
+t = scalability.scalability_table(tables.concat(list(sm.input)), sm.params.benchmark_dir, results_dir="results")
 t.to_csv(sm.output.table, sep="\t", index=False)
 md = scalability.speed_markdown(t)
 with open(sm.output.markdown, "w") as fh:

@@ -438,9 +438,9 @@ def scaling_exponents(df: pd.DataFrame, metric: str, *, size_metric: str = "n_ce
 
 
 def over_budget_sizes(df: pd.DataFrame, *, size_metric: str = "n_cells") -> dict[str, list[float]]:
-    """method -> the sizes (cells of the fold, read from the methods that finished there) at which
-    it was stopped at the experiment's time budget."""
-    ok = df[(df["status"] == OK) & (df["metric"] == size_metric)]
+    """method -> the sizes (cells of the fold: any row giving them, e.g. the methods that finished
+    there) at which it was stopped at the experiment's time budget."""
+    ok = df[(df["metric"] == size_metric) & df["value"].notna()]
     size = ok.groupby(["experiment", "fold", "preprocessing"])["value"].max()
     over = df[df["status"] == OVER_BUDGET].drop_duplicates(["experiment", "fold", "preprocessing", "method"])
     out: dict[str, list[float]] = {}
@@ -466,15 +466,24 @@ def plot_loglog(df: pd.DataFrame, out: str, *, metrics: list[str], title: str,
         wide = ok[ok["metric"].isin([metric, size_metric])].pivot_table(
             index=keys, columns="metric", values="value", aggfunc="first").dropna().reset_index()
         slopes = scaling_exponents(df, metric, size_metric=size_metric)
+        drawn = []
         for m in methods:
             g = wide[wide["method"] == m] if not wide.empty else wide
             if g.empty:
                 continue
             line = g.groupby(size_metric)[metric].agg(["mean", "std"]).reset_index()
+            drawn.append(m)
             label = m + (f" (slope {slopes[m]:.2f})" if m in slopes else "")
             ax.errorbar(line[size_metric], line["mean"], yerr=line["std"].fillna(0), marker="o", ms=3,
                         capsize=2, color=colors[m], ls="--" if kinds[m] in CONTROL_KINDS else "-", label=label)
-        for m, sizes in over_budget_sizes(df, size_metric=size_metric).items():
+        stopped = over_budget_sizes(df, size_metric=size_metric)
+        if not drawn:   # no method finished: log axes need positive limits to show the marks
+            ax.set_ylim(1, 1000)
+            sizes = [x for v in stopped.values() for x in v] or [1.0]
+            ax.set_xlim(min(sizes) / 2, max(sizes) * 2)
+            ax.text(0.5, 0.5, "no method finished within the budget", transform=ax.transAxes, ha="center",
+                    fontsize=7, color="0.3")
+        for m, sizes in stopped.items():
             ax.scatter(sizes, np.full(len(sizes), 0.96), marker="^", s=30, color=colors[m],
                        transform=ax.get_xaxis_transform(), clip_on=False)
             for x in sizes:

@@ -45,9 +45,20 @@ def benchmark_paths(benchmark_dir: str, experiment: str, fold: str, prep: str, m
     return out
 
 
-def scalability_table(scores: pd.DataFrame, benchmark_dir: str) -> pd.DataFrame:
+def split_size(results_dir: str, experiment: str, fold: str) -> float:
+    """Cells of one fold in the experiment's split table (``<results_dir>/<experiment>/split.tsv``);
+    the size of a fold where no method finished (so no score row carries n_cells). NaN if absent."""
+    path = os.path.join(results_dir, experiment, "split.tsv")
+    if not os.path.exists(path):
+        return float("nan")
+    t = pd.read_csv(path, sep="\t", usecols=["fold"], dtype=str)
+    return float((t["fold"] == str(fold)).sum())
+
+
+def scalability_table(scores: pd.DataFrame, benchmark_dir: str, results_dir: str | None = None) -> pd.DataFrame:
     """One row per (experiment, fold, preprocessing, method, seed) of ``scores`` (collected score
-    rows: n_cells and status) with the measured times (:data:`COLUMNS`)."""
+    rows: n_cells and status) with the measured times (:data:`COLUMNS`). ``n_cells`` comes from
+    the methods that finished on the fold, else (``results_dir`` given) from its split table."""
     keys = ["experiment", "fold", "preprocessing", "method", "seed"]
     rows = []
     sizes = scores[(scores["metric"] == "n_cells") & (scores["status"] == OK)].groupby(
@@ -63,7 +74,8 @@ def scalability_table(scores: pd.DataFrame, benchmark_dir: str) -> pd.DataFrame:
         total = bench["map"]["s"] + (build["s"] if build else 0.0)
         rss = max(bench["map"]["max_rss"], build["max_rss"] if build else -np.inf)
         rows.append({"experiment": exp, "fold": fold, "preprocessing": prep, "method": method, "seed": seed,
-                     "n_cells": float(sizes.get((exp, fold, prep), np.nan)),
+                     "n_cells": float(sizes.get((exp, fold, prep),
+                                                split_size(results_dir, exp, fold) if results_dir else np.nan)),
                      "build_s": build["s"] if build else np.nan, "map_s": bench["map"]["s"], "total_s": total,
                      "max_rss_mb": rss, "status": status, "reason": reason})
     t = pd.DataFrame(rows, columns=COLUMNS[:-2])
@@ -77,14 +89,15 @@ def scalability_table(scores: pd.DataFrame, benchmark_dir: str) -> pd.DataFrame:
 
 def as_score_rows(t: pd.DataFrame) -> pd.DataFrame:
     """The table as score-style rows (metrics seconds, peak_memory_mb, n_cells) for the log-log
-    figure; over-budget and not-run methods keep their status and reason."""
+    figure; over-budget and not-run methods keep their status and reason (and their size, where
+    the '> budget' mark goes)."""
     recs = []
     for r in t.itertuples():
         base = {"experiment": r.experiment, "fold": r.fold, "preprocessing": r.preprocessing, "method": r.method,
                 "seed": r.seed, "kind": "method", "setting": "", "status": r.status, "reason": r.reason, "log": ""}
         ok = r.status == OK
         for metric, v in (("seconds", r.total_s), ("peak_memory_mb", r.max_rss_mb), ("n_cells", r.n_cells)):
-            recs.append({**base, "metric": metric, "value": float(v) if ok else np.nan})
+            recs.append({**base, "metric": metric, "value": float(v) if ok or metric == "n_cells" else np.nan})
     return pd.DataFrame(recs)
 
 

@@ -100,6 +100,8 @@ def test_loglog_marks_methods_stopped_at_the_time_budget(tmp_path):
     out = tmp_path / "budget.png"
     figures.plot_loglog(df, str(out), metrics=["runtime_s"], title="scaling")
     assert out.stat().st_size > 5000
+    stopped = df[df["method"] == "seurat_v4"].assign(value=lambda t: np.where(t["metric"] == "n_cells", 16_000.0, np.nan))
+    figures.plot_loglog(stopped, str(out), metrics=["runtime_s"], title="nothing finished")   # drawn, not raised
 
 
 def test_marker_figures_draw_values_missing_features_and_not_run_methods(tmp_path):

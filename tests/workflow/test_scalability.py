@@ -40,7 +40,18 @@ def test_benchmark_files_become_the_speed_table(tmp_path):
     assert "> budget" in md and "| 1,000 | symphony |" in md
     rows = scalability.as_score_rows(t.reset_index())
     assert set(rows["metric"]) == {"seconds", "peak_memory_mb", "n_cells"}
-    assert rows.loc[rows["method"] == "scarches", "value"].isna().all()
+    stopped = rows[rows["method"] == "scarches"].set_index("metric")["value"]
+    assert stopped[["seconds", "peak_memory_mb"]].isna().all() and stopped["n_cells"] == 1000
+
+
+def test_size_of_a_fold_where_every_method_was_stopped_comes_from_the_split(tmp_path):
+    _bench(tmp_path / "benchmarks" / "run_method" / "scale_1k_holdout_p_symphony_seed0.tsv", 31.0, 400.0)
+    (tmp_path / "results" / "scale_1k").mkdir(parents=True)
+    pd.DataFrame({"fold": ["holdout"] * 7, "dataset": "d", "cell": [f"c{i}" for i in range(7)],
+                  "role": "train"}).to_csv(tmp_path / "results" / "scale_1k" / "split.tsv", sep="\t", index=False)
+    scores = _score("scale_1k", "symphony", 0, status="over_budget")
+    t = scalability.scalability_table(scores, str(tmp_path / "benchmarks"), results_dir=str(tmp_path / "results"))
+    assert t["n_cells"].tolist() == [7.0] and t["status"].tolist() == ["over_budget"]
 
 
 def test_a_job_without_its_benchmark_file_is_an_error(tmp_path):
