@@ -483,11 +483,11 @@ def plot_loglog(df: pd.DataFrame, out: str, *, metrics: list[str], title: str,
             ax.set_xlim(min(sizes) / 2, max(sizes) * 2)
             ax.text(0.5, 0.5, "no method finished within the budget", transform=ax.transAxes, ha="center",
                     fontsize=7, color="0.3")
-        for m, sizes in stopped.items():
+        for k, (m, sizes) in enumerate(stopped.items()):   # one label line per method, stacked
             ax.scatter(sizes, np.full(len(sizes), 0.96), marker="^", s=30, color=colors[m],
                        transform=ax.get_xaxis_transform(), clip_on=False)
             for x in sizes:
-                ax.text(x, 0.9, f"{m}\n> budget", transform=ax.get_xaxis_transform(), fontsize=5,
+                ax.text(x, 0.9 - 0.05 * k, f"{m} > budget", transform=ax.get_xaxis_transform(), fontsize=5,
                         ha="center", va="top", color=colors[m])
         ax.set_xscale("log")
         ax.set_yscale("log")
