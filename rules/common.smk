@@ -137,6 +137,19 @@ def figure_method_outputs(wildcards):
     return fold_outputs(name, OUTPUT, methods=methods, preps=[prep], folds=[fold], seeds=[seed])
 
 
+def figure_marker_inputs(wildcards):
+    """Marker figures (feature_umap, marker_distance): the focus fold's cells, plus the methods'
+    UMAP tables or outputs."""
+    f = figure_spec(wildcards)
+    name, prep, fold, seed = _figure_focus(f)
+    out = {"cells": CELLS.format(experiment=name, fold=fold, prep=prep)}
+    if f["type"] == "feature_umap":
+        out["umaps"] = fold_outputs(name, UMAP, preps=[prep], folds=[fold], seeds=[seed])
+    else:
+        out["outputs"] = fold_outputs(name, OUTPUT, preps=[prep], folds=[fold], seeds=[seed])
+    return out
+
+
 def caption_text(wildcards):
     f = figure_spec(wildcards)
     path = os.path.join(workflow.basedir, f["caption"]) if f.get("caption") else ""
@@ -157,7 +170,9 @@ def figure_params(wildcards):
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
     return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
-                paper_methods=list(f.get("paper_methods", [])))
+                paper_methods=list(f.get("paper_methods", [])), features=list(f.get("features", [])),
+                label_key=f.get("label_key", "cell_type"), group=f.get("group", ""), target=f.get("target", ""),
+                tools={k: list(v) for k, v in f.get("tools", {}).items()})
 
 
 FIGURE_REPORT = dict(caption="../report/figure.rst", category="Paper figures", labels={"figure": "{figure}"})

@@ -96,6 +96,7 @@ rule run_method:
         resolutions=lambda wc: experiment(wc)["resolutions"],
         cluster_algorithm=lambda wc: experiment(wc)["cluster_algorithm"],
         feature_key=lambda wc: experiment(wc)["feature_key"],
+        time_budget_s=lambda wc: experiment(wc)["time_budget_s"],
     log:
         "results/logs/run_method/{experiment}_{fold}_{prep}_{method}_seed{seed}.log",
     benchmark:

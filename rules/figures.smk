@@ -62,7 +62,78 @@ rule plot_prediction_figure:
         "../scripts/plot_prediction_figure.py"
 
 
+rule plot_marker_figure:
+    input:
+        unpack(figure_marker_inputs),
+    output:
+        figure=report("results/figures/{figure}.png", **FIGURE_REPORT),
+        table="results/figures/{figure}.tsv",
+    wildcard_constraints:
+        figure=figures_of("feature_umap", "marker_distance"),
+    params:
+        figure=figure_params,
+        caption=caption_text,
+        task=lambda wc: config["experiments"][figure_spec(wc)["experiments"][0]]["task"],
+    log:
+        "results/logs/plot/{figure}.log",
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Figure {wildcards.figure}"
+    script:
+        "../scripts/plot_marker_figure.py"
+
+
+rule plot_overall_figure:
+    input:
+        figure_tables,
+    output:
+        figure=report("results/figures/{figure}.png", **FIGURE_REPORT),
+        table="results/figures/{figure}.tsv",
+    wildcard_constraints:
+        figure=figures_of("overall"),
+    params:
+        figure=figure_params,
+        caption=caption_text,
+        benchmark_dir="results/benchmarks",
+    log:
+        "results/logs/plot/{figure}.log",
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Figure {wildcards.figure}"
+    script:
+        "../scripts/plot_overall.py"
+
+
+rule plot_scalability_figure:
+    input:
+        figure_tables,
+    output:
+        figure=report("results/figures/{figure}.png", **FIGURE_REPORT),
+        table="results/figures/{figure}.tsv",
+        markdown="results/figures/{figure}.md",
+    wildcard_constraints:
+        figure=figures_of("scalability"),
+    params:
+        figure=figure_params,
+        caption=caption_text,
+        # the benchmark files of the experiments' jobs (written by the jobs, read after their scores)
+        benchmark_dir="results/benchmarks",
+    log:
+        "results/logs/plot/{figure}.log",
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Figure {wildcards.figure}"
+    script:
+        "../scripts/plot_scalability.py"
+
+
 localrules:
+    plot_scalability_figure,
+    plot_overall_figure,
+    plot_marker_figure,
     plot_table_figure,
     plot_umap_grid,
     plot_prediction_figure,

@@ -17,5 +17,6 @@ ctx = RunContext(seed=int(wc.seed), n_comps=p.n_comps, threads=sm.threads,
 provenance = dict(experiment=wc.experiment, dataset=p.dataset, split=p.split, fold=wc.fold,
                   preprocessing=wc.prep, log=sm.log[0], retry_of=p.previous_failure)
 status = run_method(method=wc.method, task=p.task, cells_path=sm.input.cells, output=sm.output[0],
-                    provenance=provenance, params=dict(p.method_params), ctx=ctx, knn_k=p.knn_k)
+                    provenance=provenance, params=dict(p.method_params), ctx=ctx, knn_k=p.knn_k,
+                    time_budget_s=p.time_budget_s)
 print(f"status: {status}", flush=True)

@@ -44,7 +44,8 @@ PROTEIN_NAMES = "protein_names"      # uns
 
 # run status of a method on one fold
 OK, FAILED, NOT_INSTALLED = "ok", "failed", "not_installed"
-STATUSES = (OK, FAILED, NOT_INSTALLED)
+OVER_BUDGET = "over_budget"          # stopped at the experiment's time_budget_s (figures: "> budget")
+STATUSES = (OK, FAILED, NOT_INSTALLED, OVER_BUDGET)
 
 # provenance keys every method output carries in uns
 PROVENANCE = ("experiment", "task", "dataset", "split", "fold", "preprocessing", "method", "seed",

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .columns import (BATCH, CELL_TYPE, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, OK,  # noqa: E402
-                      PREDICTED, ROLE, TEST, VALID)
+                      OVER_BUDGET, PREDICTED, ROLE, TEST, VALID)
 from .scoring import axis_label  # noqa: E402
 
 UMAP_COLUMNS = ["cell", "umap1", "umap2", "status", "reason", "log"]
@@ -437,10 +437,25 @@ def scaling_exponents(df: pd.DataFrame, metric: str, *, size_metric: str = "n_ce
     return pd.Series(slopes, name=f"{metric} exponent", dtype=float)
 
 
+def over_budget_sizes(df: pd.DataFrame, *, size_metric: str = "n_cells") -> dict[str, list[float]]:
+    """method -> the sizes (cells of the fold: any row giving them, e.g. the methods that finished
+    there) at which it was stopped at the experiment's time budget."""
+    ok = df[(df["metric"] == size_metric) & df["value"].notna()]
+    size = ok.groupby(["experiment", "fold", "preprocessing"])["value"].max()
+    over = df[df["status"] == OVER_BUDGET].drop_duplicates(["experiment", "fold", "preprocessing", "method"])
+    out: dict[str, list[float]] = {}
+    for r in over.itertuples():
+        key = (r.experiment, r.fold, r.preprocessing)
+        if key in size.index:
+            out.setdefault(r.method, []).append(float(size[key]))
+    return out
+
+
 def plot_loglog(df: pd.DataFrame, out: str, *, metrics: list[str], title: str,
                 size_metric: str = "n_cells") -> None:
     """One panel per resource metric against the number of cells, log-log, a line per method
-    (mean over seeds); the fitted scaling exponent is in the legend."""
+    (mean over seeds); the fitted scaling exponent is in the legend. A method stopped at the time
+    budget is a triangle at the top of the panel marked '> budget' at that size."""
     methods = method_order(df)
     kinds = df.drop_duplicates("method").set_index("method")["kind"]
     colors = _palette(methods)
@@ -451,18 +466,131 @@ def plot_loglog(df: pd.DataFrame, out: str, *, metrics: list[str], title: str,
         wide = ok[ok["metric"].isin([metric, size_metric])].pivot_table(
             index=keys, columns="metric", values="value", aggfunc="first").dropna().reset_index()
         slopes = scaling_exponents(df, metric, size_metric=size_metric)
+        drawn = []
         for m in methods:
             g = wide[wide["method"] == m] if not wide.empty else wide
             if g.empty:
                 continue
             line = g.groupby(size_metric)[metric].agg(["mean", "std"]).reset_index()
+            drawn.append(m)
             label = m + (f" (slope {slopes[m]:.2f})" if m in slopes else "")
             ax.errorbar(line[size_metric], line["mean"], yerr=line["std"].fillna(0), marker="o", ms=3,
                         capsize=2, color=colors[m], ls="--" if kinds[m] in CONTROL_KINDS else "-", label=label)
+        stopped = over_budget_sizes(df, size_metric=size_metric)
+        if not drawn:   # no method finished: log axes need positive limits to show the marks
+            ax.set_ylim(1, 1000)
+            sizes = [x for v in stopped.values() for x in v] or [1.0]
+            ax.set_xlim(min(sizes) / 2, max(sizes) * 2)
+            ax.text(0.5, 0.5, "no method finished within the budget", transform=ax.transAxes, ha="center",
+                    fontsize=7, color="0.3")
+        for k, (m, sizes) in enumerate(stopped.items()):   # one label line per method, stacked
+            ax.scatter(sizes, np.full(len(sizes), 0.96), marker="^", s=30, color=colors[m],
+                       transform=ax.get_xaxis_transform(), clip_on=False)
+            for x in sizes:
+                ax.text(x, 0.9 - 0.05 * k, f"{m} > budget", transform=ax.get_xaxis_transform(), fontsize=5,
+                        ha="center", va="top", color=colors[m])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("cells (log scale)")
         ax.set_ylabel(axis_label(metric) + " (log scale)", fontsize=8)
         ax.legend(fontsize=6, frameon=False)
     _title_and_note(fig, title, df, 0)
+    _save(fig, out)
+
+
+# ------------------------------------------------------------------------- marker maps (Fig 4d)
+def plot_feature_umaps(tables: dict[str, pd.DataFrame], values: pd.DataFrame, out: str, *,
+                       features: list[str], title: str, missing=()) -> None:
+    """One row per method, one column per feature: the method's UMAP coloured by the feature's
+    value (minimum dark to maximum yellow, as the paper's heatmaps). ``values``: cells x features
+    (:func:`concerto_workflow.marker_maps.feature_values`); a feature absent from the fold is
+    drawn as such."""
+    methods = list(tables)
+    fig, axes = plt.subplots(len(methods), len(features), figsize=(3.3 * len(features), 3 * len(methods)),
+                             squeeze=False)
+    for i, m in enumerate(methods):
+        t = tables[m]
+        for j, f in enumerate(features):
+            ax = axes[i, j]
+            ax.set_title(f"{m} — {f}", fontsize=9)
+            if not (t["status"] == OK).all():
+                _not_run(ax, t["status"].iloc[0], t["reason"].iloc[0])
+                continue
+            if f in missing:
+                _not_run(ax, "not in this fold", f"{f} is not among the fold's genes / proteins")
+                continue
+            v = values[f].reindex(t["cell"]).to_numpy(dtype=float)
+            order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")  # high values on top
+            sc = ax.scatter(t["umap1"].to_numpy()[order], t["umap2"].to_numpy()[order], c=v[order], s=2,
+                            cmap="viridis", linewidths=0, rasterized=True)
+            fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(textwrap.fill(title, 140), fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_marker_distance(points: dict, correlations: dict, out: str, *, features: list[str], group: str,
+                         target: str, title: str) -> None:
+    """One row per method, one column per feature: each ``group`` query cell's distance to the
+    ``target`` reference centroid (x) against the feature (y), Pearson r and p in the title.
+    ``points`` / ``correlations``: method -> table of :mod:`concerto_workflow.marker_maps`, or
+    (status, reason) for a method without a result."""
+    methods = list(points)
+    fig, axes = plt.subplots(len(methods), len(features), figsize=(3.2 * len(features), 2.9 * len(methods)),
+                             squeeze=False)
+    for i, m in enumerate(methods):
+        for j, f in enumerate(features):
+            ax = axes[i, j]
+            if isinstance(points[m], tuple):
+                _not_run(ax, *points[m])
+                ax.set_title(f"{m} — {f}", fontsize=8)
+                continue
+            c = correlations[m].set_index("feature").loc[f]
+            if c["missing"]:
+                _not_run(ax, "not in this fold", f"{f} is not among the fold's genes / proteins")
+                ax.set_title(f"{m} — {f}", fontsize=8)
+                continue
+            ax.scatter(points[m]["distance"], points[m][f], s=4, color="0.25", linewidths=0, rasterized=True)
+            ax.set_title(f"{m} — {f}\nr = {c['r']:.3f}, p = {c['p']:.2g} (n = {int(c['n_cells'])})", fontsize=8)
+            ax.set_xlabel(f"distance to {target} centroid", fontsize=7)
+            ax.set_ylabel(f"{f} (log-normalised)", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(textwrap.fill(title + f" — {group} query cells", 140), fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+# -------------------------------------------------------------------------- overall (Fig 4h)
+def plot_overall(table: pd.DataFrame, out: str, *, tools: list[str], title: str) -> None:
+    """Criteria x tools from :func:`concerto_workflow.overall.overall_table`: ranked criteria
+    coloured by rank (1 = best, dark) with the value printed; capabilities as yes / no; a tool
+    without a value in a row is printed 'not run'."""
+    criteria = list(dict.fromkeys(table["criterion"]))
+    kinds = table.drop_duplicates("criterion").set_index("criterion")["kind"]
+    n_tools = max(1, len(tools))
+    grid = np.full((len(criteria), len(tools)), np.nan)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.5 * len(tools), 0.42 * len(criteria) + 1.6))
+    for i, c in enumerate(criteria):
+        for j, t in enumerate(tools):
+            r = table[(table["criterion"] == c) & (table["tool"] == t)]
+            if kinds[c] == "capability":
+                text = "yes" if not r.empty and r["value"].iloc[0] > 0 else "no"
+            elif r.empty or pd.isna(r["rank"].iloc[0]):
+                text = "not run"
+            else:
+                grid[i, j] = r["rank"].iloc[0]
+                v = r["value"].iloc[0]
+                text = f"{v:.2f}" if kinds[c] in ("resource", "overall") else f"#{r['rank'].iloc[0]:g} ({v:.3g})"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if np.isfinite(grid[i, j]) and grid[i, j] <= (n_tools + 1) / 2 else "black")
+    ax.imshow(grid, cmap="viridis_r", vmin=1, vmax=n_tools, aspect="auto")
+    ax.set_xticks(range(len(tools)))
+    ax.set_xticklabels(tools, fontsize=8)
+    ax.set_yticks(range(len(criteria)))
+    ax.set_yticklabels(criteria, fontsize=7)
+    ax.set_title("rank among the tools (1 = best, dark); resource and overall rows: mean rank", fontsize=8)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
+    fig.tight_layout()
     _save(fig, out)

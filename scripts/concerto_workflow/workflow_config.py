@@ -17,7 +17,9 @@ from .splits import fold_names
 #: what each figure type can draw
 FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluster",),
                 "umap_grid": ("embed", "map", "cluster"), "confusion": ("map", "annotate"),
-                "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS}
+                "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS,
+                "feature_umap": ("embed", "map"), "marker_distance": ("map",), "overall": TASKS,
+                "scalability": ("map",)}
 #: keys each split kind needs
 SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),
               "leave_one_out": ("key",), "label_mask": ("remove",)}
@@ -176,6 +178,21 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
             if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb", "n_cells"]:
                 raise ConfigError(f"config key '{key}.metrics': experiment {x!r} does not compute "
                                   f"{metric!r}; it computes {experiment_metrics(config, x)}")
+    if f["type"] in ("feature_umap", "marker_distance") and not f.get("features"):
+        raise ConfigError(f"config key '{key}.features': a {f['type']} figure needs the features it draws "
+                          "(genes, or 'protein:NAME')")
+    if f["type"] == "marker_distance" and not (f.get("group") and f.get("target")):
+        raise ConfigError(f"config key '{key}.group' / '{key}.target': a marker_distance figure needs the "
+                          "query cell type whose distances it measures and the reference type it measures to")
+    if f["type"] == "overall":
+        if len(f.get("tools") or {}) < 2:
+            raise ConfigError(f"config key '{key}.tools': an overall figure compares at least 2 tools "
+                              "(tool name -> registry methods)")
+        for tool, methods in f["tools"].items():
+            unknown = [m for m in methods if m not in REGISTRY]
+            if unknown:
+                raise ConfigError(f"config key '{key}.tools.{tool}': unknown methods {unknown}; "
+                                  f"registered: {sorted(REGISTRY)}")
     cap = f.get("caption")
     if cap and not os.path.exists(os.path.join(REPO, cap)):
         raise ConfigError(f"config key '{key}.caption': no file {cap!r} in the repository")

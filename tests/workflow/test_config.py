@@ -61,6 +61,10 @@ def _exp(c):
     (lambda c: c["figures"]["fig3g_batch_metrics"].update(experiments=["nope"]), "unknown experiment 'nope'"),
     (lambda c: c["figures"]["fig3e_umap_hvg2000"].update(preprocessing="hvg10000"), "not among"),
     (lambda c: _exp(c).update(split="all_cells"), "needs test cells"),
+    (lambda c: c["figures"]["fig4d_distance_to_nk"].update(features=[]), "fig4d_distance_to_nk.features"),
+    (lambda c: c["figures"]["fig4d_distance_to_nk"].update(target=""), "needs the query cell type"),
+    (lambda c: c["figures"]["fig4h_overall"].update(tools={"Concerto": ["concerto"]}), "at least 2 tools"),
+    (lambda c: c["figures"]["fig4h_overall"]["tools"].update(scVI=["scvi"]), "unknown methods \\['scvi'\\]"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)

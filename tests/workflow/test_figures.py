@@ -89,3 +89,45 @@ def test_loglog_recovers_scaling_exponents(tmp_path):
     out = tmp_path / "loglog.png"
     figures.plot_loglog(df, str(out), metrics=["runtime_s", "peak_memory_mb"], title="scaling")
     assert out.stat().st_size > 5000
+
+
+def test_loglog_marks_methods_stopped_at_the_time_budget(tmp_path):
+    df = pd.concat([_scaling_scores(), tables.rows(
+        dict(PROV, experiment="scale2", fold="all", method="seurat_v4", seed=0), "method", {},
+        status="over_budget", reason="over the time budget: stopped after 30 s", log="l",
+        metrics=["runtime_s", "n_cells"])], ignore_index=True)
+    assert figures.over_budget_sizes(df) == {"seurat_v4": [16_000.0]}     # the size the others ran at
+    out = tmp_path / "budget.png"
+    figures.plot_loglog(df, str(out), metrics=["runtime_s"], title="scaling")
+    assert out.stat().st_size > 5000
+    stopped = df[df["method"] == "seurat_v4"].assign(value=lambda t: np.where(t["metric"] == "n_cells", 16_000.0, np.nan))
+    figures.plot_loglog(stopped, str(out), metrics=["runtime_s"], title="nothing finished")   # drawn, not raised
+
+
+def test_marker_figures_draw_values_missing_features_and_not_run_methods(tmp_path):
+    n = 50
+    rng = np.random.default_rng(0)
+    umap = pd.DataFrame({"cell": [f"c{i}" for i in range(n)], "umap1": rng.normal(size=n), "umap2": rng.normal(size=n),
+                         "status": "ok", "reason": "", "log": ""})
+    failed = pd.DataFrame([{"cell": "", "umap1": np.nan, "umap2": np.nan, "status": "failed", "reason": "boom",
+                            "log": ""}])
+    values = pd.DataFrame({"GZMA": rng.normal(size=n), "CCR7": np.nan}, index=umap["cell"])
+    figures.plot_feature_umaps({"concerto": umap, "pca": failed}, values, str(tmp_path / "f.png"),
+                               features=["GZMA", "CCR7"], title="t", missing=["CCR7"])
+    points = values.assign(distance=rng.uniform(size=n))
+    corr = pd.DataFrame({"feature": ["GZMA", "CCR7"], "r": [0.1, np.nan], "p": [0.5, np.nan], "n_cells": n,
+                         "missing": [False, True]})
+    figures.plot_marker_distance({"concerto": points, "pca": ("failed", "boom")}, {"concerto": corr},
+                                 str(tmp_path / "d.png"), features=["GZMA", "CCR7"], group="CD8 T", target="NK",
+                                 title="t")
+    assert (tmp_path / "f.png").stat().st_size > 5000 and (tmp_path / "d.png").stat().st_size > 5000
+
+
+def test_overall_figure_draws_ranks_capabilities_and_not_run(tmp_path):
+    t = pd.DataFrame({"criterion": ["d / s: accuracy", "d / s: accuracy", "ran on all genes", "ran on all genes",
+                                    "overall (mean rank)"],
+                      "kind": ["quality", "quality", "capability", "capability", "overall"],
+                      "tool": ["A", "B", "A", "B", "A"], "value": [0.9, 0.8, 1.0, 0.0, 1.0],
+                      "rank": [1.0, 2.0, np.nan, np.nan, 1.0]})
+    figures.plot_overall(t, str(tmp_path / "o.png"), tools=["A", "B", "C"], title="t")
+    assert (tmp_path / "o.png").stat().st_size > 5000

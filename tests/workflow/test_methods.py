@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from concerto_workflow import methods, outputs, preprocessing as pp
-from concerto_workflow.columns import FAILED, NOT_INSTALLED, OK, PREDICTED, ROLE, TEST, TRAIN
+from concerto_workflow.columns import FAILED, NOT_INSTALLED, OK, OVER_BUDGET, PREDICTED, ROLE, TEST, TRAIN
 from concerto_workflow.methods import REGISTRY, RunContext, capability
 from concerto_workflow.methods.api import Method
 from concerto_workflow.methods.runner import MethodFailed, run_method
@@ -91,6 +91,20 @@ def test_signal_kill_becomes_failed_row_naming_the_signal(tmp_path, raw_adata, m
                provenance=dict(experiment="e", dataset="d", split="s", fold="f", preprocessing="p", log="l",
                                retry_of=failure), params={}, ctx=RunContext(n_comps=10))
     assert outputs.read_output(out, "embed").uns["status"] == OK and outputs.recorded_failure(out) == failure
+
+
+def test_method_over_its_time_budget_is_stopped_and_recorded(tmp_path, raw_adata, monkeypatch):
+    _cells(raw_adata, tmp_path / "cells.h5ad")
+    slow = tmp_path / "slow_child"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr("concerto_workflow.methods.runner.sys.executable", str(slow))
+    out = str(tmp_path / "slow.h5ad")
+    status = run_method(method="pca", task="embed", cells_path=str(tmp_path / "cells.h5ad"), output=out,
+                        provenance=dict(experiment="e", dataset="d", split="s", fold="f", preprocessing="p", log="l"),
+                        params={}, ctx=RunContext(n_comps=10), time_budget_s=0.5)
+    e = outputs.read_output(out, "embed")
+    assert status == OVER_BUDGET and "time budget" in e.uns["reason"] and "X_emb" not in e.obsm
 
 
 def test_missing_dependency_becomes_not_installed(tmp_path, raw_adata, monkeypatch):

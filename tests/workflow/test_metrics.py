@@ -76,3 +76,13 @@ def test_focus_label_asw_drops_when_its_cells_are_merged_into_another_type():
     merged = scoring.asw_focus_celltype(a, p)
     assert kept > 0.7 and merged < 0.1
     assert np.isnan(scoring.asw_focus_celltype(a, {"focus_label": "epsilon"}))
+
+
+def test_accuracy_known_types_leaves_out_labels_unseen_in_training():
+    # training knows x and y; the test cells of type z (unseen) cannot be right and are left out
+    a = _labels(["x", "y", "x", "y", "z", "z"], [None, None, "x", "x", "x", "y"],
+                [TRAIN, TRAIN, TEST, TEST, TEST, TEST])
+    assert scoring.accuracy_known_types(a, {}) == pytest.approx(0.5)
+    assert scoring.accuracy(a, {}) == pytest.approx(0.25)
+    only_unseen = _labels(["x", "z"], [None, "x"], [TRAIN, TEST])
+    assert np.isnan(scoring.accuracy_known_types(only_unseen, {}))

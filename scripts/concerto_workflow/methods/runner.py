@@ -7,6 +7,8 @@ child's outcome into the task's output file (:mod:`concerto_workflow.outputs`):
   dependency missing       -> status 'not_installed'
   exception / exit != 0    -> status 'failed', reason = last lines of the child's output
   killed by a signal       -> status 'failed', reason names the signal (SIGKILL: likely OOM)
+  still running at the     -> status 'over_budget' (the child is killed), reason names the budget
+  time budget
 
 A ``required`` method (Concerto) raises instead, so the run stops with its log. The child
 computes arrays only, including the engine's shared operations for derived tasks (k-NN vote
@@ -29,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..columns import (CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, FAILED, FEATURES,
-                       IMPUTED, MEASURED, NOT_INSTALLED, OK, PREDICTED, PROBABILITIES, ROLE, TRAIN)
+                       IMPUTED, MEASURED, NOT_INSTALLED, OK, OVER_BUDGET, PREDICTED, PROBABILITIES, ROLE,
+                       TRAIN)
 from ..outputs import check_output
 from .api import RunContext
 
@@ -147,8 +150,9 @@ def _reason_from(proc: subprocess.CompletedProcess) -> str:
 
 
 def run_method(*, method: str, task: str, cells_path: str, output: str, provenance: dict,
-               params: dict, ctx: RunContext, knn_k: int = 5) -> str:
-    """Run ``method`` for ``task`` on the fold in ``cells_path``; write ``output``; return the status."""
+               params: dict, ctx: RunContext, knn_k: int = 5, time_budget_s: float = 0) -> str:
+    """Run ``method`` for ``task`` on the fold in ``cells_path``; write ``output``; return the status.
+    ``time_budget_s`` > 0 stops the method at that wall time (status 'over_budget')."""
     from . import REGISTRY, capability, missing_dependencies
 
     spec = REGISTRY[method]
@@ -184,13 +188,21 @@ def run_method(*, method: str, task: str, cells_path: str, output: str, provenan
         cmd = [sys.executable, "-m", "concerto_workflow.methods.runner", spec_path]
         print(f"[runner] {method} / {task}: " + " ".join(cmd), flush=True)
         t0 = time.time()
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  timeout=time_budget_s or None)
+        except subprocess.TimeoutExpired as e:   # subprocess.run has killed the child
+            out = e.output.decode(errors="replace") if isinstance(e.output, bytes) else (e.output or "")
+            proc = subprocess.CompletedProcess(cmd, None, out)
         print(proc.stdout, flush=True)
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(f"[runner] {method} exited with {proc.returncode} after {time.time() - t0:.1f}s", flush=True)
         os.remove(spec_path)
         prov["peak_memory_mb"] = round(peak_kb / 1024, 1)
-        if proc.returncode == 0 and os.path.exists(tmp):
+        if proc.returncode is None:
+            prov.update(status=OVER_BUDGET, reason=f"over the time budget: stopped after {time_budget_s:g} s "
+                                                   "(experiment key time_budget_s)")
+        elif proc.returncode == 0 and os.path.exists(tmp):
             with np.load(tmp) as z:
                 arrays = {k: z[k] for k in z.files}
             prov["seconds"] = round(float(arrays.pop("seconds")), 3)

@@ -584,8 +584,8 @@ def _citeseq_program(n_genes: int, program_seed: int):
             prog.plant(l3f[i], ["CCR7", "SELL"], 3.0)
         if l2.endswith("Proliferating"):
             prog.plant(l3f[i], ["MKI67", "TYMS"], 60.0)   # from a near-silent baseline
-        if l1 == "NK":
-            prog.plant(l3f[i], ["PRF1"], 4.0)
+        if l1 == "NK":   # NK cells carry the cytotoxic granule genes too (paper Fig 4d reads GZMA)
+            prog.plant(l3f[i], ["PRF1", "GZMA"], 4.0)
         if l2 == "NK":                      # CD56dim CD16bright
             prog.plant(l3f[i], ["B3GAT1", "CXCR3"], 3.0)
         if l2 == "NK_CD56bright":
@@ -730,3 +730,39 @@ def make_covid_pbmc(n_cells: int = 3000, n_genes: int = 2000, seed: int = 0, *, 
                       "donor": donor, "batch": donor, "tech": np.full(n_cells, "10x")}, prog.genes,
                   cats={"cell_type": types, "celltype_l2": types, "celltype_l1": l1s,
                         "condition": COVID_CONDITIONS, "donor": donors, "batch": donors})
+
+
+# ----------------------------------------------------------------------------------------------
+# scalability study (paper Fig 4g): the scsim-scale generator, a reference and a query of one size
+def make_scsim_scale(n_cells: int = 2000, n_genes: int = 2000, seed: int = 0, *,
+                     query_fraction: float = 0.5, reference_batches: int = 2) -> ad.AnnData:
+    """Cells of :mod:`.scsim_scale` (the paper's scsim settings, 5 groups), in memory.
+
+    ``obs['part']`` is ``reference`` or ``query`` (a random ``query_fraction`` of the cells; the
+    paper maps a query as large as the reference). ``batch``: the reference cells are dealt at
+    random into ``reference_batches`` labels (ref1, ref2, ...: scsim has no batch effect, but
+    Symphony's reference needs Harmony, hence more than one batch), the query is batch ``query``;
+    tech ``scsim``. For sizes beyond memory use the sharded writer.
+    """
+    import tempfile
+
+    from .scsim_scale import read_shards, write_scsim_shards
+
+    if n_cells < 2:
+        raise ValueError(f"n_cells must be >= 2 (a reference and a query), got {n_cells}")
+    if not 0 < query_fraction < 1:
+        raise ValueError(f"query_fraction must be in (0, 1), got {query_fraction}")
+    if reference_batches < 1:
+        raise ValueError(f"reference_batches must be >= 1, got {reference_batches}")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_scsim_shards(tmp, ngenes=n_genes, ncells=n_cells, seed=seed, shard_size=max(n_cells, 1))
+        a = read_shards(tmp)
+    rng = np.random.default_rng([seed, 601])
+    part = np.where(rng.permutation(n_cells) < round(query_fraction * n_cells), "query", "reference")
+    batch = np.where(part == "query", "query", np.char.add("ref", (rng.integers(0, reference_batches, n_cells) + 1).astype(str)))
+    a.obs = pd.DataFrame({"cell_type": a.obs["cell_type"].astype(str).to_numpy(), "batch": batch, "part": part,
+                          "tech": np.full(n_cells, "scsim")}, index=a.obs_names)
+    for c in a.obs:
+        a.obs[c] = pd.Categorical(a.obs[c].astype(str))
+    a.X = sp.csr_matrix(a.X, dtype=np.float32)
+    return a
