@@ -198,7 +198,6 @@ def test_new_experiment_is_config_only(tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
     cfg["splits"]["leave_tech_out"] = {"kind": "leave_one_out", "key": "tech", "bootstraps": 2,
                                        "values": ["inDrop"]}
-    cfg["covid"]["enabled"] = False                    # (run by tiny_run)
     cfg["experiments"] = {"new_loo": {"task": "annotate", "dataset": "pancreas", "split": "leave_tech_out",
                                       "preprocessing": ["hvg150"], "methods": ["logreg", "majority"],
                                       "metrics": ["median_f1"], "n_comps": 16}}
