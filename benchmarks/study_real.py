@@ -13,6 +13,7 @@ metric, value, ...), ``<out>/summary.csv`` (task x setting, mean and sd over see
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -24,16 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 CAPTION = (REPO / "report" / "suppA1_concerto_ablation_real.rst").read_text().strip()
-
-
-def _run(args):
-    task, seed, data_dir, workdir, factors = args
-    from concerto_workflow.ablation import run_task_seed
-
-    t0 = time.time()
-    df = run_task_seed(task, seed, data_dir, Path(workdir) / f"{task}_seed{seed}", factors=factors, threads=1)
-    print(f"[study] {task} seed {seed} done in {time.time() - t0:.0f}s", flush=True)
-    return df
 
 
 def main(argv=None) -> int:
@@ -56,11 +47,15 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir or out / "models")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")])
-    # the biggest task first, so that the two processes finish together
-    jobs = [(t, s, str(data), str(workdir), args.factors) for t in args.tasks for s in args.seeds]
+    # the biggest task first, so that the processes finish at about the same time
+    jobs = [(t, s, str(data), str(workdir / f"{t}_seed{s}"), args.factors) for t in args.tasks for s in args.seeds]
     t0 = time.time()
+    from concerto_workflow.ablation import run_task_seed
+
+    # workers import the function from the package (PYTHONPATH above), so this file may be
+    # loaded under any module name (the rule script loads it from its path)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        frames = list(pool.map(_run, jobs))
+        frames = [f.result() for f in [pool.submit(run_task_seed, *job, threads=1) for job in jobs]]
     wall = time.time() - t0
 
     import pandas as pd
@@ -77,6 +72,8 @@ def main(argv=None) -> int:
                                   for t, s in zip(selected["task"], selected["setting"])]
     selected.to_csv(out / "selected.csv", index=False)
     plot_ablation(scores, str(out / "suppA1_concerto_ablation_real.png"), caption=CAPTION)
+    (out / "run.json").write_text(json.dumps({"tasks": args.tasks, "seeds": args.seeds, "factors": args.factors or "all",
+                                              "jobs": args.jobs, "wall_seconds": round(wall, 1)}, indent=1))
     print(selected.to_string(index=False))
     print(f"[study] {len(jobs)} task x seed jobs, {args.jobs} processes: wall {wall:.0f}s; wrote {out}/scores.csv")
     return 0

@@ -97,6 +97,8 @@ def test_concerto_config_changes_one_factor():
     assert cfg.temperature == 0.5 and train == {"epochs": 3, "batch_size": 32}
     cfg, train = A.concerto_config("schedule_rule", "package default", seed=0)
     assert train == {} and cfg.epochs is None and cfg.batch_size is None     # chosen from the cells
+    cfg, train = A.concerto_config("schedule_rule", "rule + paper lr", seed=0)
+    assert train == {} and (cfg.lr, cfg.lr_end) == (1e-4, 1e-6)
     assert A.concerto_config("batches", "source-pure", seed=0)[0].source_batches
 
 
