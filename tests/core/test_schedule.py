@@ -74,7 +74,9 @@ def test_schedule_is_logged_and_recorded_in_the_manifest(tmp_path, caplog):
 def test_presets():
     paper = ConcertoConfig.from_preset("paper", seed=3)
     assert (paper.batch_size, paper.epochs, paper.lr, paper.lr_end, paper.seed) == (32, 3, 1e-4, 1e-6, 3)
-    assert set(PRESETS) >= {"paper"}
+    small = ConcertoConfig.from_preset("small_reference")
+    assert (small.batch_size, small.epochs, small.lr, small.lr_end) == (32, 3, 1e-3, 1e-4)
+    assert set(PRESETS) == {"paper", "small_reference"}
     with pytest.raises(ValueError, match="unknown preset 'fast'.*paper"):
         ConcertoConfig.from_preset("fast")
 
