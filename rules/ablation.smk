@@ -13,7 +13,7 @@ rule concerto_ablation_real:
         selected="results/ablation_real/selected.csv",
     params:
         data_dir=ABLATION_DATA,
-        out="results/ablation_real",
+        out=lambda wildcards, output: os.path.dirname(output.scores),
     log:
         "results/logs/concerto_ablation_real.log",
     benchmark:
