@@ -39,13 +39,13 @@ def reference_modalities(a, second_modality: str = "") -> dict | None:
     return {"rna": "X", second_modality: f"obsm:{second_modality}:{second_modality}_names"}
 
 
-def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epochs: int = 3,
-          batch_size: int = 32, lr: float = 1e-4, lr_end: float = 1e-6, source_aware: bool = True,
+def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epochs: int = 5,
+          batch_size: int = 64, lr: float | None = None, lr_end: float | None = None, source_aware: bool = True,
           second_modality: str = "") -> None:
-    """Pretrain on ``cells`` whose role is train; save to ``model_dir``. Defaults: the paper's
-    schedule (``concerto_core`` preset ``'paper'``: batch 32, 3 epochs, Adam 1e-4 -> 1e-6).
-    ``second_modality``: an obsm key (e.g. 'protein') learnt jointly with the RNA (paper's
-    multimodal Concerto)."""
+    """Pretrain on ``cells`` whose role is train; save to ``model_dir``. ``lr`` / ``lr_end``: Adam's
+    rate at the start / end (None: the package's defaults); ``config.yaml`` sets the paper's schedule
+    (batch 32, 3 epochs, 1e-4 -> 1e-6). ``second_modality``: an obsm key (e.g. 'protein') learnt
+    jointly with the RNA (paper's multimodal Concerto)."""
     set_threads(threads)
     from concerto_core import Concerto
 
@@ -58,7 +58,8 @@ def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epoch
     model.train(epochs=epochs, batch_size=batch_size, lr=lr, lr_end=lr_end, checkpoint_dir=None)
     model.save(model_dir)
     print(f"[concerto] trained on {a.n_obs} cells x {a.n_vars} genes in {time.time() - t0:.1f}s "
-          f"({epochs} epochs, batch {batch_size}, lr {lr:g} -> {lr_end:g}, source-aware {source_aware})", flush=True)
+          f"({epochs} epochs, batch {batch_size}, lr {model.config.lr if lr is None else lr:g} -> "
+          f"{model.config.lr_end if lr_end is None else lr_end:g}, source-aware {source_aware})", flush=True)
 
 
 def _load(ctx):
