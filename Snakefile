@@ -49,6 +49,7 @@ include: "rules/engine.smk"
 include: "rules/figures.smk"
 include: "rules/benchmarks.smk"
 include: "rules/covid.smk"
+include: "rules/ablation.smk"
 
 
 report: "report/workflow.rst"

@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--layer", default=None, help="use adata.layers[LAYER] instead of X for RNA")
     pre.add_argument("--modality", action="append", metavar="NAME=SPEC",
                      help="a modality, repeatable: rna=X, rna=layer:NAME, protein=obsm:KEY[:UNS_NAMES_KEY]")
-    pre.add_argument("--epochs", type=POSITIVE_INT, default=defaults.epochs, help="passes over the training cells")
+    pre.add_argument("--epochs", type=POSITIVE_INT, default=defaults.epochs,
+                     help="passes over the training cells (default: chosen from the number of cells, >= 3)")
     pre.add_argument("--batch-size", type=int_at_least(2), default=defaults.batch_size,
-                     help="cells per mini-batch (paper: 32)")
+                     help="cells per mini-batch (paper: 32; default: chosen from the number of cells, <= 256)")
     pre.add_argument("--lr", type=POSITIVE_FLOAT, default=defaults.lr, help="initial Adam learning rate")
     pre.add_argument("--lr-end", type=POSITIVE_FLOAT, default=defaults.lr_end,
                      help="learning rate at the end (exponential decay)")

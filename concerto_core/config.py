@@ -28,7 +28,8 @@ option                      paper       authors' released code
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 #: Values of ``ConcertoConfig.value_batchnorm`` besides ``None`` (see the module docstring).
 VALUE_BATCHNORM = ("shared", "per_gene")
@@ -63,7 +64,9 @@ class ConcertoConfig:
         above it; ``None``: all. 100,000 cells pin a mean to ~0.3% of a standard deviation,
         while a pass over a 10M-cell atlas would cost as much as an epoch.
     batch_size
-        Cells per mini-batch. 256 by default for speed; the paper used 32.
+        Cells per mini-batch. ``None`` (default): chosen from the number of training cells by
+        :func:`concerto_core.training.choose_schedule` (256 on large data, smaller on small
+        references, never below the paper's 32 unless there are fewer cells); the paper used 32.
     source_batches
         With a batch key, draw every mini-batch from a single source ("BatchNorm is only
         conducted within cells from the same source"); negatives then share the anchor's
@@ -71,7 +74,9 @@ class ConcertoConfig:
         per-source statistics inside each batch. Streamed (sharded) input cuts single-source
         batches within each read window; many small sources then give smaller batches.
     epochs
-        Passes over the training cells (paper: 3).
+        Passes over the training cells (paper: 3). ``None`` (default): 3, or more when that
+        gives fewer than ``SCHEDULE_RULE['min_steps']`` optimizer steps (small references);
+        the choice and its reason are logged and saved in the manifest (``training_schedule``).
     lr, lr_end
         Adam learning rate at the start and the end of training; decays exponentially
         in epochs (paper: 1e-4 to 1e-6 at batch 32; the larger default batch uses larger
@@ -101,9 +106,9 @@ class ConcertoConfig:
     bn_epsilon: float = 1e-3
     precise_bn: bool = True
     precise_bn_max_cells: int | None = 100_000
-    batch_size: int = 256
+    batch_size: int | None = None
     source_batches: bool = False
-    epochs: int = 3
+    epochs: int | None = None
     lr: float = 1e-3
     lr_end: float = 1e-4
     seed: int = 0
@@ -126,8 +131,9 @@ class ConcertoConfig:
             ("bn_epsilon", self.bn_epsilon > 0, "must be > 0"),
             ("precise_bn_max_cells", self.precise_bn_max_cells is None or self.precise_bn_max_cells >= 1,
              "must be None or >= 1"),
-            ("batch_size", self.batch_size >= 2, "must be >= 2 (contrastive loss needs negatives)"),
-            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("batch_size", self.batch_size is None or self.batch_size >= 2,
+             "must be None (chosen from the data size) or >= 2 (contrastive loss needs negatives)"),
+            ("epochs", self.epochs is None or self.epochs >= 1, "must be None (chosen from the data size) or >= 1"),
             ("lr", self.lr > 0, "must be > 0"),
             ("lr_end", self.lr_end > 0, "must be > 0"),
             ("cpu_kernels", self.cpu_kernels in ("auto", "numba", "tensorflow"),
@@ -158,3 +164,91 @@ class ConcertoConfig:
 
     def replace(self, **changes) -> "ConcertoConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_preset(cls, preset: str, **changes) -> "ConcertoConfig":
+        """A named set of hyperparameters (:data:`PRESETS`), ``changes`` on top."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[preset], **changes})
+
+
+#: Named hyperparameter sets (``ConcertoConfig.from_preset(name)``, ``Concerto(adata, preset=name)``).
+#: ``'paper'``: the paper's pretraining (Methods, Hyperparameters: "learning rate ... from 1e-4 to
+#: 1e-6 using Adam optimizer training for 3 epochs ... Mini-batch size equals to 32").
+#: ``'small_reference'``: the paper's batch and epochs with Adam 1e-3 -> 1e-4, the only setting of the
+#: real-reference study (benchmarks/study_real.py, README "What helps Concerto on small real
+#: references") better than the paper's on the reference validation cells of all three tasks
+#: (mean over seeds 0-2: HP 0.960 vs 0.893, pancreas 3-tech 0.975 vs 0.970, Ding PBMC 0.983 vs 0.944)
+#: and on their queries (0.844 vs 0.602, 0.988 vs 0.975, 0.921 vs 0.857).
+PRESETS = {
+    "paper": {"batch_size": 32, "epochs": 3, "lr": 1e-4, "lr_end": 1e-6},
+    "small_reference": {"batch_size": 32, "epochs": 3, "lr": 1e-3, "lr_end": 1e-4},
+}
+
+
+#: The schedule rule (:func:`choose_schedule`) for ``epochs`` / ``batch_size`` left as ``None``:
+#: mini-batches of at most ``max_batch_size`` cells and at most 1/``min_batches_per_epoch`` of
+#: the training cells (never below ``min_batch_size``, the paper's 32, unless there are fewer
+#: cells), and at least ``epochs`` passes and ``min_steps`` optimizer steps (the paper's schedule,
+#: batch 32 x 3 epochs, gives ~200 steps on its 2,142-cell HP reference), at most ``max_epochs``.
+#: From ~17,000 cells on the result is the large-data schedule, batch 256 x 3 epochs.
+SCHEDULE_RULE = {"max_batch_size": 256, "min_batch_size": 32, "min_batches_per_epoch": 32, "epochs": 3,
+                 "min_steps": 200, "max_epochs": 100}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs and mini-batch size of one training run, and where each came from."""
+
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int
+    n_cells: int
+    epochs_from: str        # 'given' (argument or config) or 'rule' (:data:`SCHEDULE_RULE`)
+    batch_size_from: str
+    reason: str
+
+    @property
+    def steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "steps": self.steps, "rule": dict(SCHEDULE_RULE)}
+
+
+def choose_schedule(n_cells: int, epochs: int | None = None, batch_size: int | None = None,
+                    rule: dict | None = None) -> Schedule:
+    """Epochs and batch size for ``n_cells`` training cells; given values are kept as they are.
+
+    ``batch_size=None``: ``min(max_batch_size, max(min_batch_size, n_cells // min_batches_per_epoch))``,
+    at most ``n_cells``. ``epochs=None``: the fewest epochs >= ``rule['epochs']`` that give
+    ``min_steps`` optimizer steps, at most ``max_epochs``. A 175-cell reference at the fixed
+    256 x 3 would get 3 steps in all; here it gets 32-cell batches for 34 epochs (204 steps).
+    """
+    r = {**SCHEDULE_RULE, **(rule or {})}
+    if n_cells < 2:
+        raise ValueError(f"need at least 2 training cells (got {n_cells})")
+    why = []
+    if batch_size is None:
+        batch = min(r["max_batch_size"], max(r["min_batch_size"], n_cells // r["min_batches_per_epoch"]), n_cells)
+        batch = max(2, batch)
+        why.append(f"batch {batch} = clip({n_cells} cells / {r['min_batches_per_epoch']}, "
+                   f"{r['min_batch_size']}, {r['max_batch_size']})" + (" capped at the number of cells"
+                                                                      if batch == n_cells else ""))
+    else:
+        batch = int(batch_size)
+        why.append(f"batch {batch} as given")
+    steps_per_epoch = max(1, math.ceil(n_cells / batch))
+    if epochs is None:
+        n_epochs = min(r["max_epochs"], max(r["epochs"], math.ceil(r["min_steps"] / steps_per_epoch)))
+        if n_epochs == r["epochs"]:
+            why.append(f"{n_epochs} epochs (the default; {steps_per_epoch * n_epochs} steps >= {r['min_steps']})")
+        else:
+            why.append(f"{n_epochs} epochs so that {steps_per_epoch} steps/epoch give >= {r['min_steps']} steps"
+                       + (f" (capped at {r['max_epochs']} epochs)" if n_epochs == r["max_epochs"] else ""))
+    else:
+        n_epochs = int(epochs)
+        why.append(f"{n_epochs} epochs as given")
+    return Schedule(n_epochs, batch, steps_per_epoch, int(n_cells), "rule" if epochs is None else "given",
+                    "rule" if batch_size is None else "given", "; ".join(why))

@@ -63,7 +63,12 @@ class Concerto:
         second AnnData with the same cells. Default ``{"rna": "X"}``.
     config
         :class:`ConcertoConfig`; keyword arguments override its fields
-        (e.g. ``Concerto(adata, epochs=5, dropout=0.1)``).
+        (e.g. ``Concerto(adata, epochs=5, dropout=0.1)``). Epochs and batch size left unset
+        are chosen from the number of training cells when training starts
+        (:func:`concerto_core.training.choose_schedule`).
+    preset
+        Instead of ``config``: a named hyperparameter set of :data:`concerto_core.config.PRESETS`
+        (``'paper'``: batch 32, 3 epochs, lr 1e-4 -> 1e-6); keyword arguments still override it.
     verbose
         Log progress (data, per-epoch loss and cells/s, a progress bar on a terminal)
         through the ``concerto_core`` logger; see :mod:`concerto_core.settings`.
@@ -73,11 +78,13 @@ class Concerto:
     """
 
     def __init__(self, adata, batch_key=None, modalities=None, layer=None, config: ConcertoConfig | None = None,
-                 verbose: bool = True, **hyperparameters):
+                 verbose: bool = True, preset: str | None = None, **hyperparameters):
         _check_anndata(adata)
         if adata.n_obs < 2:
             raise ValueError(f"need at least 2 cells to train (got {adata.n_obs})")
-        config = config or ConcertoConfig()
+        if preset is not None and config is not None:
+            raise ValueError("pass either config or preset, not both")
+        config = config or (ConcertoConfig.from_preset(preset) if preset is not None else ConcertoConfig())
         config = config.replace(**hyperparameters) if hyperparameters else config
         specs = normalise_modalities(modalities, layer)
         matrices, vocabularies, scales = {}, {}, {}
@@ -98,9 +105,10 @@ class Concerto:
         self._setup(config, specs, vocabularies, scales, batch_key, sources, CellInputs(matrices, codes), verbose)
 
     def _setup(self, config, specs, vocabularies, scales, batch_key, sources, train_inputs, verbose,
-               history=(), epochs_trained=0, path=None, network_values=None) -> None:
+               history=(), epochs_trained=0, path=None, network_values=None, schedule=None) -> None:
         """The one place a model's state is set (constructor, load, shards, copy)."""
         self.config = config
+        self.schedule = dict(schedule) if schedule else None   # the last train() call's Schedule.to_dict()
         self.verbose = verbose
         self.modality_specs = dict(specs)
         self.vocabularies = dict(vocabularies)
@@ -139,7 +147,8 @@ class Concerto:
         new = Concerto.__new__(Concerto)
         values = {k: v.numpy() for k, v in model_io.model_variables(self.network).items()}
         new._setup(self.config, self.modality_specs, self.vocabularies, self.value_scales, self.batch_key,
-                   self.sources, self._train_inputs, self.verbose, self.history, self.epochs_trained, self.path, values)
+                   self.sources, self._train_inputs, self.verbose, self.history, self.epochs_trained, self.path, values,
+                   self.schedule)
         return new
 
     def drop_training_data(self) -> None:
@@ -153,7 +162,11 @@ class Concerto:
         """Contrastive pretraining (Methods eqs 7-9) with Adam.
 
         Arguments left out come from ``config``; given ones apply to this call only (they are
-        recorded in ``history``, the saved architecture/config is not rewritten). The learning
+        recorded in ``history``, the saved architecture/config is not rewritten). Epochs and
+        batch size set in neither are chosen from the number of training cells
+        (:func:`~concerto_core.training.choose_schedule`: at least ``SCHEDULE_RULE['min_steps']``
+        optimizer steps, batches of at most 1/32 of the cells); the choice is logged with its
+        reason and saved as ``training_schedule`` in the manifest (``model.schedule``). The learning
         rate decays exponentially from ``lr`` to ``lr_end`` over the requested epochs. Every
         epoch shuffles the cells and splits them into ``ceil(n / batch_size)`` near-equal
         mini-batches (no cell dropped). With ``checkpoint_dir``, every epoch is checkpointed
@@ -170,8 +183,11 @@ class Concerto:
         if self._train_inputs is None:
             raise RuntimeError("this model was loaded without training data; use set_training_data(adata) first, "
                                "Concerto.finetune_query, or build a new model")
-        settings = TrainingSettings.from_config(self.config, epochs=epochs, batch_size=batch_size, lr=lr,
-                                                lr_end=lr_end, seed=seed)
+        settings, schedule = TrainingSettings.resolve(self.config, self._train_inputs.n_cells, epochs=epochs,
+                                                      batch_size=batch_size, lr=lr, lr_end=lr_end, seed=seed)
+        self.schedule = schedule.to_dict()
+        if "rule" in (schedule.epochs_from, schedule.batch_size_from):
+            self._log(f"schedule for {schedule.n_cells} cells: {schedule.reason} ({schedule.steps} steps)")
         fit_contrastive(self, self._train_inputs, settings, checkpoint_dir, strategy,
                         rebuild_network=lambda: build_network({m: len(v) for m, v in self.vocabularies.items()},
                                                               self.n_sources, self.config, False))
@@ -397,6 +413,7 @@ class Concerto:
                            for m in self.modalities},
             "weights_file": model_io.WEIGHTS,
             "epochs_trained": self.epochs_trained,
+            "training_schedule": self.schedule,
             "history": self.history,
         }
 
@@ -438,7 +455,7 @@ class Concerto:
                     {m: GeneVocabulary(info["vocabulary"]) for m, info in mods.items()},
                     {m: ValueScale.from_dict(info.get("value_scale")) for m, info in mods.items()},
                     batch_key, sources, None, verbose, manifest.get("history", []), manifest.get("epochs_trained", 0),
-                    path)
+                    path, schedule=manifest.get("training_schedule"))
         model_io.load_variables(path / model_io.WEIGHTS, model_io.model_variables(self.network), f"model {path}")
         return self
 

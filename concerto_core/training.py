@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from . import io as model_io
 from .checkpoint import TrainingCheckpoint, describe_mismatch, optimizer_variables
+from .config import SCHEDULE_RULE, Schedule, choose_schedule  # noqa: F401 (SCHEDULE_RULE: public name)
 from .data import slice_cells
 from .engine import batch_signature, precise_batchnorm, reset_fallback_statistics, stream
 from .losses import nt_xent_loss_replica
@@ -42,16 +43,31 @@ class TrainingSettings:
     seed: int
 
     @classmethod
-    def from_config(cls, config, **overrides) -> "TrainingSettings":
+    def from_config(cls, config, n_cells: int | None = None, **overrides) -> "TrainingSettings":
+        """Arguments given (not None) win over ``config``; epochs / batch size still None after
+        that are chosen from ``n_cells`` by :func:`choose_schedule` (then needed)."""
+        settings, _ = cls.resolve(config, n_cells, **overrides)
+        return settings
+
+    @classmethod
+    def resolve(cls, config, n_cells: int | None = None, **overrides) -> tuple["TrainingSettings", Schedule | None]:
+        """As :meth:`from_config`, also returning the :class:`Schedule` (None without ``n_cells``)."""
         values = {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "lr_end", "seed")}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        schedule = None
+        if n_cells is not None:
+            schedule = choose_schedule(n_cells, values["epochs"], values["batch_size"])
+            values.update(epochs=schedule.epochs, batch_size=schedule.batch_size)
+        elif values["epochs"] is None or values["batch_size"] is None:
+            raise ValueError("epochs / batch_size are None (chosen from the data size) but the number of "
+                             "training cells is unknown here; pass them")
         settings = cls(int(values["epochs"]), int(values["batch_size"]), float(values["lr"]),
                        float(values["lr_end"]), int(values["seed"]))
         for name, ok, what in (("epochs", settings.epochs >= 1, ">= 1"), ("batch_size", settings.batch_size >= 2, ">= 2"),
                                ("lr", settings.lr > 0, "> 0"), ("lr_end", settings.lr_end > 0, "> 0")):
             if not ok:
                 raise ValueError(f"{name}={getattr(settings, name)!r} must be {what}")
-        return settings
+        return settings, schedule
 
     def to_dict(self) -> dict:
         return asdict(self)

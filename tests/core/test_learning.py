@@ -95,7 +95,7 @@ def test_pbmc3k_real_data():
     folds = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(labels)), labels)
     for fold, (tr, te) in enumerate(folds):
         train, test = adata[tr].copy(), adata[te].copy()
-        model = Concerto(train, config=ConcertoConfig(epochs=5, seed=fold), verbose=False)
+        model = Concerto(train, config=ConcertoConfig(epochs=5, batch_size=256, seed=fold), verbose=False)
         model.train()
         accs.append(knn_accuracy(model.get_latent_representation(train), labels[tr],
                                  model.get_latent_representation(test), labels[te]))

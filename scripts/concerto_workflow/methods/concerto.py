@@ -40,9 +40,12 @@ def reference_modalities(a, second_modality: str = "") -> dict | None:
 
 
 def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epochs: int = 5,
-          batch_size: int = 64, source_aware: bool = True, second_modality: str = "") -> None:
-    """Pretrain on ``cells`` whose role is train; save to ``model_dir``. ``second_modality``: an
-    obsm key (e.g. 'protein') learnt jointly with the RNA (paper's multimodal Concerto)."""
+          batch_size: int = 64, lr: float | None = None, lr_end: float | None = None, source_aware: bool = True,
+          second_modality: str = "") -> None:
+    """Pretrain on ``cells`` whose role is train; save to ``model_dir``. ``lr`` / ``lr_end``: Adam's
+    rate at the start / end (None: the package's defaults); ``config.yaml`` sets the paper's schedule
+    (batch 32, 3 epochs, 1e-4 -> 1e-6). ``second_modality``: an obsm key (e.g. 'protein') learnt
+    jointly with the RNA (paper's multimodal Concerto)."""
     set_threads(threads)
     from concerto_core import Concerto
 
@@ -52,10 +55,11 @@ def train(cells, model_dir: str, *, seed: int, threads: int | None = None, epoch
     modalities = reference_modalities(a, second_modality)
     t0 = time.time()
     model = Concerto(a, batch_key=BATCH if source_aware else None, modalities=modalities, seed=seed)
-    model.train(epochs=epochs, batch_size=batch_size, checkpoint_dir=None)
+    model.train(epochs=epochs, batch_size=batch_size, lr=lr, lr_end=lr_end, checkpoint_dir=None)
     model.save(model_dir)
     print(f"[concerto] trained on {a.n_obs} cells x {a.n_vars} genes in {time.time() - t0:.1f}s "
-          f"({epochs} epochs, batch {batch_size}, source-aware {source_aware})", flush=True)
+          f"({epochs} epochs, batch {batch_size}, lr {model.config.lr if lr is None else lr:g} -> "
+          f"{model.config.lr_end if lr_end is None else lr_end:g}, source-aware {source_aware})", flush=True)
 
 
 def _load(ctx):
@@ -122,4 +126,4 @@ def impute(ref, query, ctx, *, knn_k: int = 5):
 
 
 #: config params consumed by ``train`` (the rest go to the task functions)
-TRAIN_PARAMS = ("epochs", "batch_size", "source_aware", "second_modality")
+TRAIN_PARAMS = ("epochs", "batch_size", "lr", "lr_end", "source_aware", "second_modality")
