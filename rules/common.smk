@@ -121,6 +121,16 @@ def figure_method_outputs(wildcards):
     return fold_outputs(name, OUTPUT, methods=methods, preps=[prep], folds=[fold], seeds=[seed])
 
 
+SIGNATURES = "results/signatures/{figure}"
+
+
+def figure_attention_inputs(wildcards):
+    """Concerto's embed output (with attention weights) and the fold's cells of an attention figure."""
+    name, prep, fold, seed = _figure_focus(figure_spec(wildcards))
+    return {"output": OUTPUT.format(experiment=name, fold=fold, prep=prep, method=CONCERTO, seed=seed),
+            "cells": CELLS.format(experiment=name, fold=fold, prep=prep)}
+
+
 def caption_text(wildcards):
     f = figure_spec(wildcards)
     path = os.path.join(workflow.basedir, f["caption"]) if f.get("caption") else ""
@@ -140,6 +150,7 @@ def figure_params(wildcards):
     metrics = list(f.get("metrics") or default)
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
     return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
+                markers=dict(f.get("markers", {})), group_by=f.get("group_by", "cell_type"), n_top=f.get("n_top", 20),
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
                 paper_methods=list(f.get("paper_methods", [])))
 

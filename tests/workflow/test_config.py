@@ -61,6 +61,10 @@ def _exp(c):
     (lambda c: c["figures"]["fig3g_batch_metrics"].update(experiments=["nope"]), "unknown experiment 'nope'"),
     (lambda c: c["figures"]["fig3e_umap_hvg2000"].update(preprocessing="hvg10000"), "not among"),
     (lambda c: _exp(c).update(split="all_cells"), "needs test cells"),
+    (lambda c: c["experiments"]["pbmc160k_multimodal_both"]["params"]["concerto"].pop("attention"),
+     "params.concerto.attention: true"),
+    (lambda c: c["figures"]["fig3d_attention"].update(markers={}), "figures.fig3d_attention.markers"),
+    (lambda c: c["metric_params"].update(label_pairs=[]), "asw_label_pairs needs 'metric_params.label_pairs'"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)
