@@ -110,8 +110,9 @@ def _figure_focus(f):
 
 
 def figure_umaps(wildcards):
-    name, prep, fold, seed = _figure_focus(figure_spec(wildcards))
-    return fold_outputs(name, UMAP, preps=[prep], folds=[fold], seeds=[seed])
+    f = figure_spec(wildcards)
+    name, prep, fold, seed = _figure_focus(f)
+    return fold_outputs(name, UMAP, methods=f.get("methods") or None, preps=[prep], folds=[fold], seeds=[seed])
 
 
 def figure_method_outputs(wildcards):

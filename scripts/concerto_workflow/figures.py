@@ -131,7 +131,8 @@ def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: 
                     ax.text(pos, 0.02, f"{m}: not run", rotation=90, fontsize=6, ha="center", va="bottom",
                             color="0.3", transform=ax.get_xaxis_transform())
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(groups, fontsize=8)
+        long = max(map(len, groups)) > 12        # e.g. experiment names: slanted, not overlapping
+        ax.set_xticklabels(groups, fontsize=8, rotation=25 if long else 0, ha="right" if long else "center")
         ax.set_xlabel(x)
         ax.set_ylabel(axis_label(metric), fontsize=8)
         ax.axhline(0, color="0.5", lw=0.5)

@@ -167,6 +167,9 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
         if f.get("preprocessing") and f["preprocessing"] not in e["preprocessing"]:
             raise ConfigError(f"config key '{key}.preprocessing': {f['preprocessing']!r} is not among "
                               f"experiment {x!r}'s {e['preprocessing']}")
+        if set(f.get("methods") or []) - set(e["methods"]):
+            raise ConfigError(f"config key '{key}.methods': {sorted(set(f['methods']) - set(e['methods']))} "
+                              f"not run by experiment {x!r}")
         if f["type"] in ("confusion", "sankey") and f.get("method", "concerto") not in e["methods"]:
             raise ConfigError(f"config key '{key}.method': {f.get('method')!r} is not run by experiment {x!r}")
         for metric in f.get("metrics") or []:

@@ -64,6 +64,7 @@ def _exp(c):
     (lambda c: c["experiments"]["pbmc160k_multimodal_both"]["params"]["concerto"].pop("attention"),
      "params.concerto.attention: true"),
     (lambda c: c["figures"]["fig3d_attention"].update(markers={}), "figures.fig3d_attention.markers"),
+    (lambda c: c["figures"]["fig3c_umap_rna"].update(methods=["harmony"]), "\\['harmony'\\] not run by experiment"),
     (lambda c: c["metric_params"].update(label_pairs=[]), "asw_label_pairs needs 'metric_params.label_pairs'"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
