@@ -126,8 +126,9 @@ def _figure_focus(f):
 
 
 def figure_umaps(wildcards):
-    name, prep, fold, seed = _figure_focus(figure_spec(wildcards))
-    return fold_outputs(name, UMAP, preps=[prep], folds=[fold], seeds=[seed])
+    f = figure_spec(wildcards)
+    name, prep, fold, seed = _figure_focus(f)
+    return fold_outputs(name, UMAP, methods=f.get("methods") or None, preps=[prep], folds=[fold], seeds=[seed])
 
 
 def figure_method_outputs(wildcards):
@@ -148,6 +149,14 @@ def figure_marker_inputs(wildcards):
     else:
         out["outputs"] = fold_outputs(name, OUTPUT, preps=[prep], folds=[fold], seeds=[seed])
     return out
+SIGNATURES = "results/signatures/{figure}"
+
+
+def figure_attention_inputs(wildcards):
+    """Concerto's embed output (with attention weights) and the fold's cells of an attention figure."""
+    name, prep, fold, seed = _figure_focus(figure_spec(wildcards))
+    return {"output": OUTPUT.format(experiment=name, fold=fold, prep=prep, method=CONCERTO, seed=seed),
+            "cells": CELLS.format(experiment=name, fold=fold, prep=prep)}
 
 
 def caption_text(wildcards):
@@ -169,6 +178,7 @@ def figure_params(wildcards):
     metrics = list(f.get("metrics") or default)
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
     return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
+                markers=dict(f.get("markers", {})), group_by=f.get("group_by", "cell_type"), n_top=f.get("n_top", 20),
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
                 paper_methods=list(f.get("paper_methods", [])), features=list(f.get("features", [])),
                 label_key=f.get("label_key", "cell_type"), group=f.get("group", ""), target=f.get("target", ""),

@@ -130,12 +130,59 @@ rule plot_scalability_figure:
         "../scripts/plot_scalability.py"
 
 
+rule attention_signatures:
+    input:
+        unpack(figure_attention_inputs),
+    output:
+        markers=f"{SIGNATURES}/marker_attention.tsv",
+        overlap=f"{SIGNATURES}/de_overlap.tsv",
+    wildcard_constraints:
+        figure=figures_of("attention"),
+    params:
+        figure=figure_params,
+    log:
+        "results/logs/attention_signatures/{figure}.log",
+    benchmark:
+        "results/benchmarks/attention_signatures/{figure}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Attention signatures of Concerto for figure {wildcards.figure}: markers per group, top attention vs top DE"
+    script:
+        "../scripts/attention_signatures.py"
+
+
+rule plot_attention:
+    input:
+        markers=f"{SIGNATURES}/marker_attention.tsv",
+        overlap=f"{SIGNATURES}/de_overlap.tsv",
+    output:
+        report("results/figures/{figure}.png", **FIGURE_REPORT),
+    wildcard_constraints:
+        figure=figures_of("attention"),
+    params:
+        figure=figure_params,
+        caption=caption_text,
+    log:
+        "results/logs/plot/{figure}.log",
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Figure {wildcards.figure}"
+    script:
+        "../scripts/plot_attention.py"
+
+
 localrules:
     plot_scalability_figure,
     plot_overall_figure,
     plot_marker_figure,
     plot_table_figure,
     plot_umap_grid,
+    plot_attention,
     plot_prediction_figure,
     collect_runtimes,
     dump_config,

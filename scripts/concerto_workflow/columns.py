@@ -39,6 +39,8 @@ CLUSTER_SETTINGS = "cluster_settings"
 IMPUTED = "imputed"                  # obsm: (n_query, n_features) predicted values
 MEASURED = "measured"                # obsm: the same features as measured (for scoring)
 FEATURES = "feature_names"           # uns: names of the IMPUTED / MEASURED columns
+ATTENTION = "attention_"             # obsm prefix: attention_<modality>, (n_cells, F) CSR attention weights
+ATTENTION_FEATURES = "attention_features"  # uns: {modality: F feature names} of the ATTENTION matrices
 PROTEIN = "protein"                  # obsm of datasets with a second modality
 PROTEIN_NAMES = "protein_names"      # uns
 

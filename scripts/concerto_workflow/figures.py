@@ -88,17 +88,34 @@ def method_order(df: pd.DataFrame) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- bars / box / heatmap
+def bar_panels(df: pd.DataFrame, metrics: list[str], x: str) -> list[tuple[str, str | None]]:
+    """(metric, setting) per panel: one per metric, or, when bars are not grouped by setting, one
+    per setting of a metric that has settings (e.g. the label pairs of asw_label_pairs), so
+    different settings are never averaged into one bar."""
+    panels = []
+    for metric in metrics:
+        settings = [] if x == "setting" or "setting" not in df else list(dict.fromkeys(
+            s for s in df.loc[(df["metric"] == metric) & (df["status"] == OK), "setting"].astype(str) if s))
+        panels += [(metric, s) for s in settings] or [(metric, None)]
+    return panels
+
+
 def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: str) -> None:
-    """One panel per metric; bars per method grouped by ``x``; mean +- sd over seeds and folds."""
+    """One panel per metric (and setting, see :func:`bar_panels`); bars per method grouped by
+    ``x``; mean +- sd over seeds and folds."""
     methods = method_order(df)
     groups = list(dict.fromkeys(df[x].astype(str)))
     kinds = df.drop_duplicates("method").set_index("method")["kind"]
     colors = _palette(methods)
     width = 0.8 / max(1, len(methods))
-    fig, axes = plt.subplots(1, len(metrics), squeeze=False,
-                             figsize=(max(3.2, 0.35 * len(groups) * len(methods) + 1.2) * len(metrics), 3.8))
-    for ax, metric in zip(axes[0], metrics):
+    panels = bar_panels(df, metrics, x)
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(max(3.2, 0.35 * len(groups) * len(methods) + 1.2) * len(panels), 3.8))
+    for ax, (metric, setting) in zip(axes[0], panels):
         d = df[df["metric"] == metric]
+        if setting is not None:  # that setting's values; rows of methods that did not run stay
+            d = d[(d["setting"].astype(str) == setting) | (d["status"] != OK)]
+            ax.set_title(setting, fontsize=9)
         for k, m in enumerate(methods):
             for gi, g in enumerate(groups):
                 r = d[(d["method"] == m) & (d[x].astype(str) == g)]
@@ -114,7 +131,8 @@ def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: 
                     ax.text(pos, 0.02, f"{m}: not run", rotation=90, fontsize=6, ha="center", va="bottom",
                             color="0.3", transform=ax.get_xaxis_transform())
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(groups, fontsize=8)
+        long = max(map(len, groups)) > 12        # e.g. experiment names: slanted, not overlapping
+        ax.set_xticklabels(groups, fontsize=8, rotation=25 if long else 0, ha="right" if long else "center")
         ax.set_xlabel(x)
         ax.set_ylabel(axis_label(metric), fontsize=8)
         ax.axhline(0, color="0.5", lw=0.5)
@@ -274,6 +292,51 @@ def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[
         axes[-1, j].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2,
                            fontsize=6, frameon=False)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+# ----------------------------------------------------------------------------- attention (Fig 3d)
+def plot_attention(markers: pd.DataFrame, overlap: pd.DataFrame, out: str, *, title: str) -> None:
+    """One heatmap per modality: groups x markers, the mean attention scaled per marker to [0, 1]
+    across groups (grey = a marker the model does not have); then, per group, how many of its
+    top-attention genes are among its top DE genes, against the overlap of two random sets."""
+    mods = list(dict.fromkeys(markers["modality"]))
+    widths = [max(2.5, 0.32 * markers.loc[markers["modality"] == m, "marker"].nunique() + 1.5) for m in mods]
+    fig, axes = plt.subplots(1, len(mods) + 1, squeeze=False, figsize=(sum(widths) + 4.5, 4.2),
+                             gridspec_kw={"width_ratios": widths + [4]})
+    cmap = plt.get_cmap("Reds").with_extremes(bad="0.85")
+    for ax, m in zip(axes[0], mods):
+        t = markers[markers["modality"] == m]
+        grid = t.pivot(index="group", columns="marker", values="scaled")
+        grid = grid.reindex(columns=list(dict.fromkeys(t["marker"])))
+        im = ax.imshow(np.ma.masked_invalid(grid.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        missing = set(t.loc[~t["in_model"].astype(bool), "marker"])
+        ax.set_xticks(range(grid.shape[1]))
+        ax.set_xticklabels([g + (" (not in model)" if g in missing else "") for g in grid.columns],
+                           rotation=90, fontsize=7)
+        ax.set_yticks(range(grid.shape[0]))
+        ax.set_yticklabels(grid.index, fontsize=7)
+        raw = t["mean_attention"].astype(float)
+        # min-max scaling hides how large the differences are: print the raw range
+        ax.set_title(f"{m}: mean attention per group\n(raw means {raw.min():.2g} to {raw.max():.2g})", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.05, label="scaled per marker (0 = lowest group, 1 = highest)")
+    ax = axes[0, -1]
+    if len(overlap):
+        o = overlap.sort_values("group")
+        y = np.arange(len(o))
+        ax.barh(y, o["overlap"], color="tab:red", label="top attention ∩ top DE")
+        ax.scatter(o["expected_by_chance"], y, marker="|", s=200, color="black", label="two random sets", zorder=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels(o["group"], fontsize=7)
+        n_top = int(o["n_top"].iloc[0])
+        ax.set_xlim(0, n_top)
+        ax.set_xlabel(f"shared genes of the top {n_top} (higher = attention agrees with DE)", fontsize=8)
+        ax.set_title(f"{o['modality'].iloc[0]}: top-attention vs top DE genes", fontsize=9)
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    else:
+        _not_run(ax, "no groups", "no group had enough training cells for DE")
+    fig.suptitle(textwrap.fill(title, 140), fontsize=9)
     fig.tight_layout()
     _save(fig, out)
 

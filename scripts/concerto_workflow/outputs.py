@@ -8,7 +8,10 @@ When the status is ``ok`` the task's slots are present:
 =========  ====================================================================================
 task       required slots (status ok)
 =========  ====================================================================================
-embed      obsm['X_emb'] (every cell)
+embed      obsm['X_emb'] (every cell); optional attention signatures (Concerto with
+           ``attention=True``): obsm['attention_<modality>'], a CSR (every cell x F) of each
+           cell's attention weights (>= 0, a row sums to <= 1) + uns['attention_features']
+           {modality: F names}
 map        obsm['X_emb'] (every cell); obs['predicted_label'], obs['conf_score'] (non-train
            cells: the shared k-NN vote); obsm['label_probabilities'] + uns['label_classes']
 annotate   obs['predicted_label'], obs['conf_score'] (non-train cells);
@@ -28,8 +31,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .columns import (CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, DATASET_COLUMNS, EMBEDDING,
-                      FEATURES, IMPUTED, MEASURED, OK, PREDICTED, PROBABILITIES, PROVENANCE, ROLE,
+from .columns import (ATTENTION, ATTENTION_FEATURES, CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE,
+                      DATASET_COLUMNS, EMBEDDING, FEATURES, IMPUTED, MEASURED, OK, PREDICTED, PROBABILITIES, PROVENANCE, ROLE,
                       STATUSES, TRAIN)
 
 TASKS = ("embed", "map", "annotate", "cluster", "impute")
@@ -48,6 +51,33 @@ PREDICTS_HELD_OUT = {"map": (PREDICTED, CONFIDENCE, PROBABILITIES),
 
 class ContractError(ValueError):
     """A method output that breaks its task's file contract."""
+
+
+def attention_problems(a: ad.AnnData) -> list[str]:
+    """What is wrong with an output's optional attention slots (empty list = nothing)."""
+    import scipy.sparse as sp
+
+    keys = [k for k in a.obsm if k.startswith(ATTENTION)]
+    if not keys:
+        return []
+    names = a.uns.get(ATTENTION_FEATURES, {})
+    problems = []
+    for k in keys:
+        m, A = k[len(ATTENTION):], a.obsm[k]
+        if m not in names:
+            problems.append(f"obsm[{k!r}] without uns[{ATTENTION_FEATURES!r}][{m!r}]")
+            continue
+        if not sp.issparse(A):
+            problems.append(f"obsm[{k!r}] is not a sparse matrix")
+            continue
+        if A.shape[1] != len(names[m]):
+            problems.append(f"obsm[{k!r}] has {A.shape[1]} columns for {len(names[m])} feature names")
+        data = np.asarray(A.data)
+        if data.size and (not np.isfinite(data).all() or data.min() < 0):
+            problems.append(f"obsm[{k!r}] has negative or non-finite weights")
+        elif data.size and np.asarray(A.sum(axis=1)).max() > 1 + 1e-3:
+            problems.append(f"obsm[{k!r}]: a cell's attention weights sum to more than 1")
+    return problems
 
 
 def check_output(a: ad.AnnData, task: str) -> None:
@@ -81,8 +111,10 @@ def check_output(a: ad.AnnData, task: str) -> None:
             held_out = (a.obs[ROLE].astype(str) != TRAIN).to_numpy()
             if pd.isna(a.obs[PREDICTED].to_numpy()[held_out]).any():
                 problems.append("a non-training cell has no obs['predicted_label']")
+        problems += attention_problems(a)
     else:
-        problems += [f"obsm[{k!r}] present although status is {status!r}" for k in obsm if k in a.obsm]
+        problems += [f"obsm[{k!r}] present although status is {status!r}" for k in a.obsm
+                     if k in obsm or k.startswith(ATTENTION)]
         if not str(a.uns.get("reason", "")).strip():
             problems.append(f"status {status!r} without a reason")
     if problems:

@@ -53,6 +53,25 @@ def filter_cells(a: ad.AnnData, min_genes: int) -> ad.AnnData:
     return kept
 
 
+#: what becomes a fold's features (``X``): the RNA, or a second modality stored in obsm
+MODALITIES = ("rna", PROTEIN)
+
+
+def modality_as_features(a: ad.AnnData, modality: str) -> ad.AnnData:
+    """``a`` with ``obsm[modality]`` (counts, names in ``uns['<modality>_names']``) as its X and
+    the RNA dropped: every method then models that modality alone (paper Fig 3c, protein only)."""
+    if modality == "rna":
+        return a
+    if modality not in MODALITIES:
+        raise ValueError(f"modality {modality!r} is not one of {MODALITIES}")
+    names_key = f"{modality}_names"
+    if modality not in a.obsm or names_key not in a.uns:
+        raise ValueError(f"modality {modality!r}: the dataset has no obsm[{modality!r}] with "
+                         f"uns[{names_key!r}] (obsm: {list(a.obsm)}); use modality 'rna'")
+    X = sp.csr_matrix(np.asarray(a.obsm[modality], dtype=np.float32))
+    return ad.AnnData(X, obs=a.obs.copy(), var=pd.DataFrame(index=[str(n) for n in a.uns[names_key]]))
+
+
 def fit_genes(train_counts: ad.AnnData, train_norm: ad.AnnData, min_cells: int,
               n_top_genes: int | None, flavor: str) -> pd.Index:
     """Genes to model, decided on training cells only: detected in >= ``min_cells``
@@ -113,12 +132,14 @@ def _info(**kw) -> dict:
 
 def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes: int, min_cells: int,
                     target_sum: float, n_top_genes: int | None, flavor: str,
-                    gene_maps: dict[str, pd.DataFrame] | None = None) -> ad.AnnData:
+                    gene_maps: dict[str, pd.DataFrame] | None = None, modality: str = "rna") -> ad.AnnData:
     """One fold's cells on the genes fitted on its training cells.
 
     ``parts``: (dataset name, raw counts AnnData, role per cell of that AnnData indexed by obs
     name), the first being the experiment's own dataset. ``gene_maps[dataset]`` renames a
-    second dataset's genes to the first one's. Returns log-normalised CSR X with
+    second dataset's genes to the first one's. ``modality`` 'protein': cells are filtered on
+    their RNA (``min_genes``, the same cells as an RNA fold), then the protein counts become the
+    features and go through the same normalisation and feature selection. Returns log-normalised CSR X with
     ``obs['role']`` and ``obs['source_dataset']``; ``uns['preprocessing']`` records what was fitted.
     """
     gene_maps = gene_maps or {}
@@ -127,7 +148,7 @@ def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes
         a = raw[raw.obs_names.isin(roles.index)].copy()
         if name in gene_maps:
             a, reports[name] = map_genes(a, gene_maps[name])
-        a = filter_cells(a, min_genes)
+        a = modality_as_features(filter_cells(a, min_genes), modality)
         a.obs[ROLE] = pd.Categorical(roles.reindex(a.obs_names).astype(str).to_numpy())
         a.obs[SOURCE_DATASET] = name
         if len(parts) > 1:  # obs names unique across datasets
@@ -157,7 +178,7 @@ def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes
         if out.obs[c].dtype == object:
             out.obs[c] = pd.Categorical(out.obs[c].astype(str))
     out.uns["preprocessing"] = _info(
-        n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
+        modality=modality, n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
         target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells")
     if reports:
         out.uns["gene_map"] = reports

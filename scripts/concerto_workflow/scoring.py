@@ -90,6 +90,24 @@ def asw_focus_celltype(a, p):
     return float(np.mean(silhouette_samples(np.asarray(a.obsm[EMBEDDING])[idx], y)[focus]))
 
 
+def asw_label_pairs(a, p):
+    """Per pair of labels of ``obs[pair_key]`` (``metric_params.label_pairs``), the silhouette
+    (sklearn) of the two labels among the cells of the pair only, setting 'A vs B' (paper Fig 3c:
+    CD4 vs CD8 T cells, better separated by protein; DCs vs monocytes, better by RNA). NaN when
+    either label has no cells."""
+    key = p.get("pair_key", CELL_TYPE)
+    if key not in a.obs:
+        raise KeyError(f"metric_params.pair_key {key!r} is not an obs column of this output "
+                       f"(columns: {list(a.obs.columns)})")
+    labels = a.obs[key].astype(str).to_numpy()
+    out = {}
+    for x, y in p.get("label_pairs", []):
+        cells = np.isin(labels, [x, y])
+        both = (labels[cells] == x).any() and (labels[cells] == y).any()
+        out[f"{x} vs {y}"] = _asw(a[cells], key, p) if both else float("nan")
+    return out
+
+
 # ----------------------------------------------------------------------------------- labels
 def _test(a: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
     t = (a.obs[ROLE].astype(str) == TEST).to_numpy()
@@ -213,6 +231,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("asw_celltype", ("embed", "map"), True, "silhouette of cell-type labels", asw_celltype),
     Metric("asw_focus_celltype", ("embed", "map"), True,
            "cell-type silhouette of the cells of metric_params.focus_label (beta cells)", asw_focus_celltype),
+    Metric("asw_label_pairs", ("embed", "map"), True,
+           "silhouette of each metric_params.label_pairs pair among its own cells", asw_label_pairs),
     Metric("accuracy", _LABEL_TASKS, True, "accuracy on the test cells", accuracy),
     Metric("accuracy_known_types", _LABEL_TASKS, True,
            "accuracy on the test cells of types present in training (unseen types left out)", accuracy_known_types),

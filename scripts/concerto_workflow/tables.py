@@ -54,7 +54,7 @@ def check(df: pd.DataFrame) -> None:
 #: metrics that may be undefined on a fold (e.g. silhouette with one label): NaN allowed
 NAN_ALLOWED = ("asw_batch", "asw_celltype", "rejected_at_valid95", "auroc_unseen", "pearson",
                "pearson_median", "median_f1", "silhouette_clusters",
-               "asw_focus_celltype", "accuracy_known_types")
+               "asw_focus_celltype", "accuracy_known_types", "asw_label_pairs")
 
 
 def write(df: pd.DataFrame, path: str) -> None:

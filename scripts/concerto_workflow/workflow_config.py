@@ -19,7 +19,7 @@ FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluste
                 "umap_grid": ("embed", "map", "cluster"), "confusion": ("map", "annotate"),
                 "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS,
                 "feature_umap": ("embed", "map"), "marker_distance": ("map",), "overall": TASKS,
-                "scalability": ("map",)}
+                "scalability": ("map",), "attention": ("embed",)}
 #: keys each split kind needs
 SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),
               "leave_one_out": ("key",), "label_mask": ("remove",)}
@@ -153,6 +153,9 @@ def _check_experiment(config: dict, name: str, e: dict) -> None:
         if metric not in METRICS or task not in METRICS[metric].tasks:
             raise ConfigError(f"config key '{key}.metrics': {metric!r} is not a metric of task {task!r}; "
                               f"allowed: {metrics_for(task)}")
+    if "asw_label_pairs" in (e.get("metrics") or []) and not config.get("metric_params", {}).get("label_pairs"):
+        raise ConfigError(f"config key '{key}.metrics': asw_label_pairs needs 'metric_params.label_pairs', "
+                          "e.g. [[CD4 T, CD8 T], [DC, Mono]]")
     split = config["splits"][e["split"]]
     if task in ("map", "annotate", "impute") and split["kind"] == "all":
         raise ConfigError(f"config key '{key}.split': task {task!r} needs test cells, but split "
@@ -172,6 +175,9 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
         if f.get("preprocessing") and f["preprocessing"] not in e["preprocessing"]:
             raise ConfigError(f"config key '{key}.preprocessing': {f['preprocessing']!r} is not among "
                               f"experiment {x!r}'s {e['preprocessing']}")
+        if set(f.get("methods") or []) - set(e["methods"]):
+            raise ConfigError(f"config key '{key}.methods': {sorted(set(f['methods']) - set(e['methods']))} "
+                              f"not run by experiment {x!r}")
         if f["type"] in ("confusion", "sankey") and f.get("method", "concerto") not in e["methods"]:
             raise ConfigError(f"config key '{key}.method': {f.get('method')!r} is not run by experiment {x!r}")
         for metric in f.get("metrics") or []:
@@ -193,9 +199,24 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
             if unknown:
                 raise ConfigError(f"config key '{key}.tools.{tool}': unknown methods {unknown}; "
                                   f"registered: {sorted(REGISTRY)}")
+    if f["type"] == "attention":
+        _check_attention_figure(config, name, f)
     cap = f.get("caption")
     if cap and not os.path.exists(os.path.join(REPO, cap)):
         raise ConfigError(f"config key '{key}.caption': no file {cap!r} in the repository")
+
+
+def _check_attention_figure(config: dict, name: str, f: dict) -> None:
+    """An attention figure draws Concerto's attention of its experiment's embed output."""
+    key = f"figures.{name}"
+    x = f["experiments"][0]
+    if "concerto" not in config["experiments"][x]["methods"] or \
+            not method_params(config, x, "concerto").get("attention", False):
+        raise ConfigError(f"config key '{key}.experiments': experiment {x!r} must run concerto with "
+                          f"'experiments.{x}.params.concerto.attention: true' (the attention weights it draws)")
+    if not f.get("markers"):
+        raise ConfigError(f"config key '{key}.markers' is required for an attention figure, e.g. "
+                          "{rna: [MS4A1, CD19], protein: [CD19, CD20]}")
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

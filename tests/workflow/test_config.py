@@ -65,6 +65,11 @@ def _exp(c):
     (lambda c: c["figures"]["fig4d_distance_to_nk"].update(target=""), "needs the query cell type"),
     (lambda c: c["figures"]["fig4h_overall"].update(tools={"Concerto": ["concerto"]}), "at least 2 tools"),
     (lambda c: c["figures"]["fig4h_overall"]["tools"].update(scVI=["scvi"]), "unknown methods \\['scvi'\\]"),
+    (lambda c: c["experiments"]["pbmc160k_multimodal_both"]["params"]["concerto"].pop("attention"),
+     "params.concerto.attention: true"),
+    (lambda c: c["figures"]["fig3d_attention"].update(markers={}), "figures.fig3d_attention.markers"),
+    (lambda c: c["figures"]["fig3c_umap_rna"].update(methods=["harmony"]), "\\['harmony'\\] not run by experiment"),
+    (lambda c: c["metric_params"].update(label_pairs=[]), "asw_label_pairs needs 'metric_params.label_pairs'"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)

@@ -6,7 +6,9 @@ keyword parameter with a default, which config ``params`` may set and the dry ru
 =========  ==================================================  ===========================================
 task       call                                                returns
 =========  ==================================================  ===========================================
-embed      ``fn(adata, ctx, **params)``                        (n_cells, d) array
+embed      ``fn(adata, ctx, **params)``                        (n_cells, d) array, or (array, attention):
+                                                              attention = {modality: ((n_cells, F)
+                                                              sparse weights, F names)}
 map        ``fn(ref, query, ctx, **params)``                   ((n_ref, d), (n_query, d)) arrays
 annotate   ``fn(train, test, ctx, **params)``                  ((n_test, C) probabilities, C class names)
 cluster    ``fn(adata, ctx, **params)``                        (n_cells, len(ctx.settings)) int clusters,

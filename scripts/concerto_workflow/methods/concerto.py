@@ -76,8 +76,29 @@ def _embed(model, a) -> np.ndarray:
     return emb
 
 
-def embed(adata, ctx):
-    return _embed(_load(ctx), adata)
+def model_inputs(model, a):
+    """``a`` as the model reads it: a copy with each non-RNA modality of a multimodal model
+    transformed as in training (:func:`reference_modalities`); ``a`` itself for an RNA model."""
+    extra = [m for m in model.modalities if m != "rna"]
+    if not extra:
+        return a
+    a = a.copy()
+    for m in extra:
+        reference_modalities(a, m)
+    return a
+
+
+def embed(adata, ctx, *, attention: bool = False):
+    """Teacher embedding of every cell from every modality the model was trained on. With
+    ``attention=True`` also the teacher's attention weights per cell and modality (paper eq 4;
+    ``Concerto.attention``): the input of the attention signatures (Fig 3d)."""
+    model = _load(ctx)
+    a = model_inputs(model, adata)
+    emb = _embed(model, a)
+    if not attention:
+        return emb
+    weights = model.attention(a)
+    return emb, {m: (w, list(model.vocabularies[m].names)) for m, w in weights.items()}
 
 
 def map_query(ref, query, ctx):

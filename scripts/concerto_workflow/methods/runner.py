@@ -30,9 +30,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..columns import (CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, FAILED, FEATURES,
-                       IMPUTED, MEASURED, NOT_INSTALLED, OK, OVER_BUDGET, PREDICTED, PROBABILITIES, ROLE,
-                       TRAIN)
+from ..columns import (ATTENTION, ATTENTION_FEATURES, CLASSES, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE,
+                       EMBEDDING, FAILED, FEATURES, IMPUTED, MEASURED, NOT_INSTALLED, OK, OVER_BUDGET,
+                       PREDICTED, PROBABILITIES, ROLE, TRAIN)
 from ..outputs import check_output
 from .api import RunContext
 
@@ -55,14 +55,16 @@ def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: 
     train_mask = (cells.obs[ROLE].astype(str) == TRAIN).to_numpy()
     train, held = cells[train_mask].copy(), cells[~train_mask].copy()
     out: dict[str, np.ndarray] = {}
-    if task == "embed":
-        out["emb"] = fn(cells, ctx, **params)
+    if task == "embed":  # an embedding, or (embedding, attention signatures)
+        res = fn(cells, ctx, **params)
+        out["emb"], attention = res if isinstance(res, tuple) else (res, {})
+        out.update(pack_attention(attention))
     elif task == "cluster":
         res = fn(cells, ctx, **params)
         if how == "own":  # clusters, or (clusters, the embedding they came from)
             out["clusters"], emb = res if isinstance(res, tuple) else (res, None)
-        else:
-            emb = res
+        else:  # an embed function's embedding (attention signatures are not kept here)
+            emb = res[0] if isinstance(res, tuple) else res
             out["clusters"] = cluster_embedding(emb, ctx.settings, seed=ctx.seed, algorithm=ctx.cluster_algorithm)
         if emb is not None:
             out["emb"] = np.asarray(emb)
@@ -84,6 +86,33 @@ def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: 
             emb[train_mask], emb[~train_mask] = ref_emb, query_emb
             out["emb"] = emb
     return out
+
+
+_ATTN = "attention::"
+
+
+def pack_attention(attention: dict) -> dict[str, np.ndarray]:
+    """{modality: ((n_cells, F) sparse weights, F names)} -> plain arrays for the child's npz."""
+    import scipy.sparse as sp
+
+    out = {}
+    for m, (mat, names) in attention.items():
+        A = sp.csr_matrix(mat, dtype=np.float32)
+        out.update({f"{_ATTN}{m}::data": A.data, f"{_ATTN}{m}::indices": A.indices,
+                    f"{_ATTN}{m}::indptr": A.indptr, f"{_ATTN}{m}::shape": np.asarray(A.shape),
+                    f"{_ATTN}{m}::names": np.asarray([str(n) for n in names], dtype=str)})
+    return out
+
+
+def unpack_attention(arrays: dict) -> dict:
+    """Inverse of :func:`pack_attention`: {modality: (CSR float32, list of names)}."""
+    import scipy.sparse as sp
+
+    mods = sorted({k.split("::")[1] for k in arrays if k.startswith(_ATTN)})
+    part = lambda m, x: arrays[f"{_ATTN}{m}::{x}"]  # noqa: E731
+    return {m: (sp.csr_matrix((part(m, "data"), part(m, "indices"), part(m, "indptr")),
+                              shape=tuple(int(v) for v in part(m, "shape"))),
+                [str(n) for n in part(m, "names")]) for m in mods}
 
 
 def _child(spec_path: str) -> None:
@@ -112,6 +141,13 @@ def build_output(task: str, obs: pd.DataFrame, arrays: dict | None, provenance: 
         if emb.shape[0] != n:
             raise ValueError(f"embedding has {emb.shape[0]} rows for {n} cells")
         a.obsm[EMBEDDING] = emb
+    attention = unpack_attention(arrays)
+    for m, (mat, names) in attention.items():
+        if mat.shape[0] != n:
+            raise ValueError(f"attention of {m!r} has {mat.shape[0]} rows for {n} cells")
+        a.obsm[ATTENTION + m] = mat
+    if attention:
+        a.uns[ATTENTION_FEATURES] = {m: names for m, (_, names) in attention.items()}
     if "probs" in arrays:
         probs, classes = np.asarray(arrays["probs"], dtype=np.float64), [str(c) for c in arrays["classes"]]
         if probs.shape != (int(held.sum()), len(classes)):
