@@ -141,7 +141,7 @@ def figure_params(wildcards):
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
     return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
-                paper_methods=list(f.get("paper_methods", [])))
+                paper_methods=list(f.get("paper_methods", [])), relative_to=f.get("relative_to", ""))
 
 
 FIGURE_REPORT = dict(caption="../report/figure.rst", category="Paper figures", labels={"figure": "{figure}"})

@@ -7,6 +7,8 @@ training cells, then the ``n_top_genes`` most variable by scanpy); put every oth
 those genes with :meth:`concerto_core.encoding.GeneVocabulary.align` (missing genes = 0).
 Cells of a second dataset (cross-dataset query) are first renamed to the reference's gene
 identifiers through a one-to-one gene map (e.g. human-mouse orthologs).
+``features`` chooses what ``X`` holds for the methods (paper Fig 2e): the genes (``rna``), the
+log1p ADT counts of ``obsm['protein']`` (``protein``) or both side by side (``rna+protein``).
 """
 from __future__ import annotations
 
@@ -83,6 +85,34 @@ def align_genes(a: ad.AnnData, genes: pd.Index) -> ad.AnnData:
     return out
 
 
+FEATURES = ("rna", "protein", "rna+protein")
+PROTEIN_PREFIX = "ADT_"
+
+
+def select_features(a: ad.AnnData, features: str) -> ad.AnnData:
+    """``a`` with ``X`` = the chosen features of every cell (see the module docstring). Protein
+    features are log1p(ADT counts), a per-cell transform (nothing fitted across cells), named
+    ``ADT_<protein>``; ``obsm['protein']`` stays as it is."""
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    if features == "rna":
+        return a
+    if PROTEIN not in a.obsm:
+        raise ValueError(f"features={features!r} needs obsm[{PROTEIN!r}] (ADT counts); this dataset has "
+                         f"obsm keys {list(a.obsm)}")
+    prot = np.log1p(np.asarray(a.obsm[PROTEIN], dtype=np.float32))
+    names = list(a.uns.get(PROTEIN_NAMES) or [f"P{i}" for i in range(prot.shape[1])])
+    var = pd.Index([PROTEIN_PREFIX + str(n) for n in names])
+    if features == "protein":
+        X, var_names = sp.csr_matrix(prot), var
+    else:
+        X, var_names = sp.hstack([sp.csr_matrix(a.X), sp.csr_matrix(prot)], format="csr"), a.var_names.append(var)
+    out = ad.AnnData(sp.csr_matrix(X, dtype=np.float32), obs=a.obs.copy(), var=pd.DataFrame(index=var_names),
+                     uns=dict(a.uns))
+    out.obsm.update(dict(a.obsm))
+    return out
+
+
 def one_to_one(table: pd.DataFrame, ref_col: str, query_col: str) -> pd.DataFrame:
     """Pairs whose reference and query genes each occur exactly once (ambiguous ones dropped)."""
     t = table[[ref_col, query_col]].dropna().astype(str).drop_duplicates()
@@ -113,7 +143,7 @@ def _info(**kw) -> dict:
 
 def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes: int, min_cells: int,
                     target_sum: float, n_top_genes: int | None, flavor: str,
-                    gene_maps: dict[str, pd.DataFrame] | None = None) -> ad.AnnData:
+                    gene_maps: dict[str, pd.DataFrame] | None = None, features: str = "rna") -> ad.AnnData:
     """One fold's cells on the genes fitted on its training cells.
 
     ``parts``: (dataset name, raw counts AnnData, role per cell of that AnnData indexed by obs
@@ -158,7 +188,8 @@ def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes
             out.obs[c] = pd.Categorical(out.obs[c].astype(str))
     out.uns["preprocessing"] = _info(
         n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
-        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells")
+        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells", features=features)
+    out = select_features(out, features)
     if reports:
         out.uns["gene_map"] = reports
     log.info("fold: %d cells x %d genes; roles %s", out.n_obs, out.n_vars,

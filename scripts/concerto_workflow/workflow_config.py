@@ -169,6 +169,11 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
             if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb", "n_cells"]:
                 raise ConfigError(f"config key '{key}.metrics': experiment {x!r} does not compute "
                                   f"{metric!r}; it computes {experiment_metrics(config, x)}")
+    base = f.get("relative_to")
+    if base and (f["type"] not in ("bars", "heatmap") or
+                 any(base not in config["experiments"][x]["methods"] for x in f["experiments"])):
+        raise ConfigError(f"config key '{key}.relative_to': {base!r} must be a method of every experiment "
+                          f"drawn, in a bars or heatmap figure")
     cap = f.get("caption")
     if cap and not os.path.exists(os.path.join(REPO, cap)):
         raise ConfigError(f"config key '{key}.caption': no file {cap!r} in the repository")
