@@ -103,10 +103,10 @@ def figure_tables(wildcards):
 
 
 def _figure_focus(f):
-    """(experiment, preprocessing, first fold, first seed) a single-fold figure draws."""
+    """(experiment, preprocessing, fold (default the first), first seed) a single-fold figure draws."""
     name = f["experiments"][0]
     e = config["experiments"][name]
-    return name, f.get("preprocessing") or e["preprocessing"][0], folds_of(name)[0], e["seeds"][0]
+    return name, f.get("preprocessing") or e["preprocessing"][0], f.get("fold") or folds_of(name)[0], e["seeds"][0]
 
 
 def figure_umaps(wildcards):

@@ -169,6 +169,12 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
             if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb", "n_cells"]:
                 raise ConfigError(f"config key '{key}.metrics': experiment {x!r} does not compute "
                                   f"{metric!r}; it computes {experiment_metrics(config, x)}")
+    fold = f.get("fold")
+    if fold:
+        known = static_folds(config, f["experiments"][0])
+        if known is None or fold not in known:
+            raise ConfigError(f"config key '{key}.fold': {fold!r} is not a fold of experiment "
+                              f"{f['experiments'][0]!r} known from the config (folds: {known})")
     base = f.get("relative_to")
     if base and (f["type"] not in ("bars", "heatmap") or
                  any(base not in config["experiments"][x]["methods"] for x in f["experiments"])):

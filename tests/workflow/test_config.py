@@ -62,6 +62,7 @@ def _exp(c):
     (lambda c: c["figures"]["fig3e_umap_hvg2000"].update(preprocessing="hvg10000"), "not among"),
     (lambda c: _exp(c).update(split="all_cells"), "needs test cells"),
     (lambda c: c["figures"]["fig2c_accuracy_thymus_pbmc"].update(relative_to="seurat"), "relative_to"),
+    (lambda c: c["figures"]["fig2i_sankey_limb_muscle"].update(fold="Spleen_b0"), "is not a fold of experiment"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)
