@@ -119,10 +119,10 @@ def figure_tables(wildcards):
 
 
 def _figure_focus(f):
-    """(experiment, preprocessing, first fold, first seed) a single-fold figure draws."""
+    """(experiment, preprocessing, fold (default the first), first seed) a single-fold figure draws."""
     name = f["experiments"][0]
     e = config["experiments"][name]
-    return name, f.get("preprocessing") or e["preprocessing"][0], folds_of(name)[0], e["seeds"][0]
+    return name, f.get("preprocessing") or e["preprocessing"][0], f.get("fold") or folds_of(name)[0], e["seeds"][0]
 
 
 def figure_umaps(wildcards):
@@ -182,7 +182,7 @@ def figure_params(wildcards):
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
                 paper_methods=list(f.get("paper_methods", [])), features=list(f.get("features", [])),
                 label_key=f.get("label_key", "cell_type"), group=f.get("group", ""), target=f.get("target", ""),
-                tools={k: list(v) for k, v in f.get("tools", {}).items()})
+                tools={k: list(v) for k, v in f.get("tools", {}).items()}, relative_to=f.get("relative_to", ""))
 
 
 FIGURE_REPORT = dict(caption="../report/figure.rst", category="Paper figures", labels={"figure": "{figure}"})

@@ -6,6 +6,8 @@ sm = snakemake  # noqa: F821
 f = sm.params.figure
 df = figures.with_paper_methods(tables.concat(list(sm.input)), f["paper_methods"])
 df["fold_group"] = df["fold"].astype(str).map(splits.fold_group)
+if f["relative_to"]:
+    df = figures.gain_over(df, f["relative_to"])
 draw = {"bars": figures.plot_bars, "box": figures.plot_box, "heatmap": figures.plot_heatmap,
         "lines": figures.plot_lines, "loglog": figures.plot_loglog}[f["type"]]
 kwargs = dict(metrics=f["metrics"], title=f["title"])

@@ -98,6 +98,20 @@ def bar_panels(df: pd.DataFrame, metrics: list[str], x: str) -> list[tuple[str, 
             s for s in df.loc[(df["metric"] == metric) & (df["status"] == OK), "setting"].astype(str) if s))
         panels += [(metric, s) for s in settings] or [(metric, None)]
     return panels
+def gain_over(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Each method's value minus ``baseline``'s on the same experiment, preprocessing, metric, fold,
+    seed and setting (the paper's per-tissue gain over SciBet). The baseline's own rows leave the
+    table; a row whose baseline did not run keeps its status with a NaN value."""
+    keys = ["experiment", "preprocessing", "metric", "fold", "seed", "setting"]
+    base = df[(df["method"] == baseline) & (df["status"] == OK)]
+    if base.empty:
+        raise ValueError(f"relative_to: method {baseline!r} has no successful score rows "
+                         f"(methods: {sorted(set(df['method']))})")
+    ref = base.drop_duplicates(keys).set_index(keys)["value"].astype(float)
+    out = df[df["method"] != baseline].copy()
+    matched = ref.reindex(pd.MultiIndex.from_frame(out[keys].astype(object))).to_numpy()
+    out["value"] = out["value"].astype(float) - matched
+    return out
 
 
 def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: str) -> None:

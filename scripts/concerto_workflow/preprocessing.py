@@ -7,6 +7,8 @@ training cells, then the ``n_top_genes`` most variable by scanpy); put every oth
 those genes with :meth:`concerto_core.encoding.GeneVocabulary.align` (missing genes = 0).
 Cells of a second dataset (cross-dataset query) are first renamed to the reference's gene
 identifiers through a one-to-one gene map (e.g. human-mouse orthologs).
+``features`` chooses what ``X`` holds for the methods (paper Fig 2e): the genes (``rna``), the
+log1p ADT counts of ``obsm['protein']`` (``protein``) or both side by side (``rna+protein``).
 """
 from __future__ import annotations
 
@@ -53,25 +55,6 @@ def filter_cells(a: ad.AnnData, min_genes: int) -> ad.AnnData:
     return kept
 
 
-#: what becomes a fold's features (``X``): the RNA, or a second modality stored in obsm
-MODALITIES = ("rna", PROTEIN)
-
-
-def modality_as_features(a: ad.AnnData, modality: str) -> ad.AnnData:
-    """``a`` with ``obsm[modality]`` (counts, names in ``uns['<modality>_names']``) as its X and
-    the RNA dropped: every method then models that modality alone (paper Fig 3c, protein only)."""
-    if modality == "rna":
-        return a
-    if modality not in MODALITIES:
-        raise ValueError(f"modality {modality!r} is not one of {MODALITIES}")
-    names_key = f"{modality}_names"
-    if modality not in a.obsm or names_key not in a.uns:
-        raise ValueError(f"modality {modality!r}: the dataset has no obsm[{modality!r}] with "
-                         f"uns[{names_key!r}] (obsm: {list(a.obsm)}); use modality 'rna'")
-    X = sp.csr_matrix(np.asarray(a.obsm[modality], dtype=np.float32))
-    return ad.AnnData(X, obs=a.obs.copy(), var=pd.DataFrame(index=[str(n) for n in a.uns[names_key]]))
-
-
 def fit_genes(train_counts: ad.AnnData, train_norm: ad.AnnData, min_cells: int,
               n_top_genes: int | None, flavor: str) -> pd.Index:
     """Genes to model, decided on training cells only: detected in >= ``min_cells``
@@ -99,6 +82,34 @@ def align_genes(a: ad.AnnData, genes: pd.Index) -> ad.AnnData:
         log.warning("%s", report)
     out = ad.AnnData(sp.csr_matrix(X, dtype=np.float32), obs=a.obs.copy(), var=pd.DataFrame(index=genes))
     out.obsm.update({k: v for k, v in a.obsm.items()})
+    return out
+
+
+FEATURES = ("rna", "protein", "rna+protein")
+PROTEIN_PREFIX = "ADT_"
+
+
+def select_features(a: ad.AnnData, features: str) -> ad.AnnData:
+    """``a`` with ``X`` = the chosen features of every cell (see the module docstring). Protein
+    features are log1p(ADT counts), a per-cell transform (nothing fitted across cells), named
+    ``ADT_<protein>``; ``obsm['protein']`` stays as it is."""
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    if features == "rna":
+        return a
+    if PROTEIN not in a.obsm:
+        raise ValueError(f"features={features!r} needs obsm[{PROTEIN!r}] (ADT counts); this dataset has "
+                         f"obsm keys {list(a.obsm)}")
+    prot = np.log1p(np.asarray(a.obsm[PROTEIN], dtype=np.float32))
+    names = list(a.uns.get(PROTEIN_NAMES) or [f"P{i}" for i in range(prot.shape[1])])
+    var = pd.Index([PROTEIN_PREFIX + str(n) for n in names])
+    if features == "protein":
+        X, var_names = sp.csr_matrix(prot), var
+    else:
+        X, var_names = sp.hstack([sp.csr_matrix(a.X), sp.csr_matrix(prot)], format="csr"), a.var_names.append(var)
+    out = ad.AnnData(sp.csr_matrix(X, dtype=np.float32), obs=a.obs.copy(), var=pd.DataFrame(index=var_names),
+                     uns=dict(a.uns))
+    out.obsm.update(dict(a.obsm))
     return out
 
 
@@ -132,14 +143,13 @@ def _info(**kw) -> dict:
 
 def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes: int, min_cells: int,
                     target_sum: float, n_top_genes: int | None, flavor: str,
-                    gene_maps: dict[str, pd.DataFrame] | None = None, modality: str = "rna") -> ad.AnnData:
+                    gene_maps: dict[str, pd.DataFrame] | None = None, features: str = "rna") -> ad.AnnData:
     """One fold's cells on the genes fitted on its training cells.
 
     ``parts``: (dataset name, raw counts AnnData, role per cell of that AnnData indexed by obs
     name), the first being the experiment's own dataset. ``gene_maps[dataset]`` renames a
-    second dataset's genes to the first one's. ``modality`` 'protein': cells are filtered on
-    their RNA (``min_genes``, the same cells as an RNA fold), then the protein counts become the
-    features and go through the same normalisation and feature selection. Returns log-normalised CSR X with
+    second dataset's genes to the first one's. Cells are always filtered on their RNA; ``features``
+    then chooses what X holds (:func:`select_features`). Returns log-normalised CSR X with
     ``obs['role']`` and ``obs['source_dataset']``; ``uns['preprocessing']`` records what was fitted.
     """
     gene_maps = gene_maps or {}
@@ -148,7 +158,7 @@ def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes
         a = raw[raw.obs_names.isin(roles.index)].copy()
         if name in gene_maps:
             a, reports[name] = map_genes(a, gene_maps[name])
-        a = modality_as_features(filter_cells(a, min_genes), modality)
+        a = filter_cells(a, min_genes)
         a.obs[ROLE] = pd.Categorical(roles.reindex(a.obs_names).astype(str).to_numpy())
         a.obs[SOURCE_DATASET] = name
         if len(parts) > 1:  # obs names unique across datasets
@@ -178,8 +188,9 @@ def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes
         if out.obs[c].dtype == object:
             out.obs[c] = pd.Categorical(out.obs[c].astype(str))
     out.uns["preprocessing"] = _info(
-        modality=modality, n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
-        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells")
+        n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
+        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells", features=features)
+    out = select_features(out, features)
     if reports:
         out.uns["gene_map"] = reports
     log.info("fold: %d cells x %d genes; roles %s", out.n_obs, out.n_vars,

@@ -145,6 +145,14 @@ def median_f1(a, p):
     return float(np.median(f1_score(y, yhat, labels=np.unique(y), average=None, zero_division=0)))
 
 
+def ari_labels(a, p):
+    """Adjusted Rand index of predicted vs true labels of the test cells (paper Fig 2g: label
+    names need not match, e.g. a target-specific type called by its nearest training type)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(*_test(a)))
+
+
 def _valid_test_conf(a):
     role = a.obs[ROLE].astype(str).to_numpy()
     conf = a.obs[CONFIDENCE].to_numpy(dtype=float)
@@ -238,6 +246,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "accuracy on the test cells of types present in training (unseen types left out)", accuracy_known_types),
     Metric("macro_f1", _LABEL_TASKS, True, "mean F1 over the test set's cell types", macro_f1),
     Metric("median_f1", _LABEL_TASKS, True, "median F1 over the test set's cell types", median_f1),
+    Metric("ari_labels", _LABEL_TASKS, True, "adjusted Rand index of predicted vs true labels (test cells)",
+           ari_labels),
     Metric("rejected_at_valid95", _LABEL_TASKS, True,
            "unseen-type cells rejected at the threshold keeping 95% of validation cells", rejected_at_valid95),
     Metric("auroc_unseen", _LABEL_TASKS, True, "AUROC of low confidence for unseen types", auroc_unseen),

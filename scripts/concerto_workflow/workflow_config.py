@@ -201,6 +201,17 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
                                   f"registered: {sorted(REGISTRY)}")
     if f["type"] == "attention":
         _check_attention_figure(config, name, f)
+    fold = f.get("fold")
+    if fold:
+        known = static_folds(config, f["experiments"][0])
+        if known is None or fold not in known:
+            raise ConfigError(f"config key '{key}.fold': {fold!r} is not a fold of experiment "
+                              f"{f['experiments'][0]!r} known from the config (folds: {known})")
+    base = f.get("relative_to")
+    if base and (f["type"] not in ("bars", "heatmap") or
+                 any(base not in config["experiments"][x]["methods"] for x in f["experiments"])):
+        raise ConfigError(f"config key '{key}.relative_to': {base!r} must be a method of every experiment "
+                          f"drawn, in a bars or heatmap figure")
     cap = f.get("caption")
     if cap and not os.path.exists(os.path.join(REPO, cap)):
         raise ConfigError(f"config key '{key}.caption': no file {cap!r} in the repository")

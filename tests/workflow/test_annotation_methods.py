@@ -129,3 +129,41 @@ def test_competitors_without_adapter_are_reported_not_run(tmp_path, cells_path, 
 
 def test_descriptions_say_reimplementation():
     assert "re-implementation" in REGISTRY["scibet_reimpl"].description
+
+
+# ------------------------------------------------------------------- Concerto domain adaptation
+def test_domain_adaptation_never_sees_target_labels(raw_adata, monkeypatch):
+    """concerto_da hands the held-out cells to fine-tuning (eq 13 target) and prediction without
+    their labels or any other obs column but the batch; the labelled cells are the training cells."""
+    import concerto_core
+
+    from concerto_workflow.methods import concerto as concerto_method
+
+    seen = {}
+
+    class Prediction:
+        def __init__(self, n):
+            self.probs, self.categories = np.full((n, 2), 0.5), ["a", "b"]
+
+    class Classifier:
+        def predict(self, a):
+            seen["predict_obs"] = list(a.obs.columns)
+            seen["predict_obsm"] = list(a.obsm)
+            return Prediction(a.n_obs)
+
+    def fake_fine_tune(model, adata, label_key, target_adata=None, **kw):
+        seen.update(train_n=adata.n_obs, label_key=label_key, target_obs=list(target_adata.obs.columns),
+                    target_obsm=list(target_adata.obsm), target_n=target_adata.n_obs, lam=kw["consistency_weight"])
+        return Classifier()
+
+    monkeypatch.setattr(concerto_core, "fine_tune", fake_fine_tune)
+    monkeypatch.setattr(concerto_method, "_load", lambda ctx: object())
+    a = raw_adata.copy()
+    a.obsm["protein"] = np.ones((a.n_obs, 2), np.float32)
+    train, test = a[:30].copy(), a[30:].copy()
+    assert "cell_type" in test.obs                       # the engine's held-out cells carry labels ...
+    probs, classes = concerto_method.annotate_domain_adapted(train, test, RunContext(), consistency_weight=0.5)
+    assert seen["target_obs"] == ["batch"] == seen["predict_obs"]   # ... the model never gets them
+    assert seen["target_obsm"] == [] == seen["predict_obsm"]
+    assert seen["target_n"] == test.n_obs and seen["train_n"] == train.n_obs and seen["lam"] == 0.5
+    assert probs.shape == (test.n_obs, 2) and "cell_type" in test.obs  # the caller's copy is untouched

@@ -70,6 +70,8 @@ def _exp(c):
     (lambda c: c["figures"]["fig3d_attention"].update(markers={}), "figures.fig3d_attention.markers"),
     (lambda c: c["figures"]["fig3c_umap_rna"].update(methods=["harmony"]), "\\['harmony'\\] not run by experiment"),
     (lambda c: c["metric_params"].update(label_pairs=[]), "asw_label_pairs needs 'metric_params.label_pairs'"),
+    (lambda c: c["figures"]["fig2c_accuracy_thymus_pbmc"].update(relative_to="seurat"), "relative_to"),
+    (lambda c: c["figures"]["fig2i_sankey_limb_muscle"].update(fold="Spleen_b0"), "is not a fold of experiment"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)

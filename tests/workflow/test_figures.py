@@ -27,6 +27,15 @@ def test_paper_methods_become_not_configured_rows():
     assert (df["method"] == "pca").sum() == 2                      # a method that ran is not duplicated
 
 
+def test_gain_over_subtracts_the_baseline_fold_by_fold():
+    df = figures.gain_over(_scores(), "pca")
+    assert "pca" not in set(df["method"])
+    got = df[df["method"] == "concerto"].set_index("fold")["value"]
+    assert np.allclose(got.sort_index(), [0.1, 0.1])                 # 0.8 - 0.7, 0.85 - 0.75
+    failed = df[df["method"] == "seurat"]
+    assert failed["status"].iloc[0] == "failed" and failed["value"].isna().all()
+
+
 def test_table_figures_draw(tmp_path):
     df = figures.with_paper_methods(_scores(), ["symphony"])
     for name, draw, kw in (("bars", figures.plot_bars, {"x": "preprocessing"}), ("box", figures.plot_box, {}),

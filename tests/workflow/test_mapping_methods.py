@@ -101,6 +101,21 @@ def test_seurat_v4_map_annotate_impute(ref_query):
     assert min(r) > 0.5
 
 
+def test_seurat_v4_wnn_annotates_from_a_bimodal_reference(ref_query):
+    from concerto_workflow.methods.mapping import seurat_v4_wnn_annotate
+
+    ref, query = ref_query
+    with pytest.raises(ValueError, match="needs RNA and protein features side by side"):
+        seurat_v4_wnn_annotate(ref, query, CTX)                      # RNA only: refused before R starts
+    _skip_unless_installed("seurat_v4_wnn")
+    ref, query = (pp.select_features(x, "rna+protein") for x in (ref, query))
+    probs, classes = seurat_v4_wnn_annotate(ref, query, CTX, n_features=100)
+    assert probs.shape == (query.n_obs, len(classes))
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    acc = (np.asarray(classes)[probs.argmax(1)] == query.obs["cell_type"].astype(str).to_numpy()).mean()
+    assert acc > 0.6
+
+
 @pytest.mark.slow
 def test_scarches_trvae_surgery_maps_the_query(ref_query):
     _skip_unless_installed("scarches")

@@ -54,6 +54,15 @@ def test_rejection_metrics():
     assert scoring.auroc_unseen(a, {}) > 0.9
 
 
+def test_ari_labels_ignores_label_names_and_training_cells():
+    """Fig 2g: a target type predicted consistently under another name still counts as recovered."""
+    true = ["a", "a", "b", "b", "c", "c", "x"]
+    renamed = _labels(true, ["p", "p", "q", "q", "r", "r", "a"], [TEST] * 6 + [TRAIN])
+    assert scoring.ari_labels(renamed, {}) == pytest.approx(1.0)
+    merged = _labels(true, ["p", "p", "p", "p", "r", "r", "a"], [TEST] * 6 + [TRAIN])
+    assert scoring.ari_labels(merged, {}) < 1.0
+
+
 def test_every_metric_declares_direction_and_task():
     for m in scoring.METRICS.values():
         assert m.tasks and isinstance(m.higher_is_better, bool)

@@ -129,24 +129,6 @@ def test_bars_draw_one_panel_per_setting_and_the_attention_figure_draws(tmp_path
     assert (tmp_path / "bars.png").stat().st_size > 5000 and (tmp_path / "attn.png").stat().st_size > 5000
 
 
-# ------------------------------------------------------------------------- preprocessing
-def test_protein_modality_becomes_the_features_of_the_same_cells(raw_adata):
-    raw = raw_adata
-    rng = np.random.default_rng(0)
-    raw.obsm["protein"] = rng.poisson(20, (raw.n_obs, 4)).astype(np.float32)
-    raw.uns["protein_names"] = ["CD3", "CD4", "CD8", "CD19"]
-    roles = pd.Series(TRAIN, index=raw.obs_names)
-    kw = dict(min_genes=60, min_cells=3, target_sum=1e4, n_top_genes=None, flavor="seurat")
-    rna = pp.preprocess_fold([("d", raw, roles)], **kw)
-    prot = pp.preprocess_fold([("d", raw, roles)], modality="protein", **kw)
-    assert list(prot.var_names) == ["CD3", "CD4", "CD8", "CD19"] and "protein" not in prot.obsm
-    assert list(prot.obs_names) == list(rna.obs_names) and rna.n_obs < raw.n_obs   # filtered on RNA
-    np.testing.assert_allclose(np.expm1(prot.X.toarray()).sum(1), 1e4, rtol=1e-4)
-    del raw.obsm["protein"]
-    with pytest.raises(ValueError, match="no obsm\\['protein'\\]"):
-        pp.preprocess_fold([("d", raw, roles)], modality="protein", **kw)
-
-
 # ------------------------------------------------------------------------------ Concerto
 @pytest.mark.slow
 def test_concerto_embed_writes_attention_of_every_modality(raw_adata, tmp_path):

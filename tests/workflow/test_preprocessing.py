@@ -82,3 +82,21 @@ def test_cross_dataset_gene_map_one_to_one_and_unmatched_reported(raw_adata):
     np.testing.assert_allclose(np.expm1(te[:, g].X.toarray()).ravel() > 0,
                                query[:, "g3"].X.toarray().ravel() > 0)
     assert (te[:, "G7"].X.toarray() == 0).all() if "G7" in te.var_names else True
+
+
+def test_features_protein_and_both_put_log1p_adt_counts_in_x(raw_adata):
+    a = raw_adata.copy()
+    adt = np.random.default_rng(0).poisson(20, size=(a.n_obs, 3)).astype(np.float32)
+    a.obsm["protein"], a.uns["protein_names"] = adt, ["CD3", "CD4", "CD8"]
+    test = np.arange(a.n_obs) % 5 == 0
+    rna = _prep(_fold(a, test), n_top_genes=50)
+    prot = _prep(_fold(a, test), n_top_genes=50, features="protein")
+    both = _prep(_fold(a, test), n_top_genes=50, features="rna+protein")
+    assert list(prot.var_names) == ["ADT_CD3", "ADT_CD4", "ADT_CD8"]
+    kept = a.obs_names.get_indexer(prot.obs_names)
+    assert np.allclose(prot.X.toarray(), np.log1p(adt[kept]))
+    assert list(both.var_names) == list(rna.var_names) + list(prot.var_names)
+    assert np.allclose(both.X.toarray(), np.hstack([rna.X.toarray(), prot.X.toarray()]))
+    assert (prot.obs["role"] == rna.obs["role"]).all() and "protein" in both.obsm
+    with pytest.raises(ValueError, match="needs obsm"):
+        _prep(_fold(raw_adata, test), n_top_genes=50, features="protein")

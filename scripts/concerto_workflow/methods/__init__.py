@@ -23,6 +23,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
             "impute": concerto.impute},
            python_modules=("tensorflow",), needs_model=True, required=True,
            train_params=concerto.TRAIN_PARAMS),
+    Method("concerto_da", "Concerto with domain adaptation (paper eq 13): fine-tuned on the labelled "
+           "training cells with the consistency loss on the unlabelled held-out cells (target domain)",
+           {"annotate": concerto.annotate_domain_adapted}, python_modules=("tensorflow",), needs_model=True,
+           train_params=concerto.TRAIN_PARAMS),
     Method("pca", "uncorrected baseline: PCA of the log-normalised genes (fitted on the training "
            "cells, others projected)", {"embed": baselines.pca_embed, "map": baselines.pca_map},
            python_modules=("sklearn",)),
@@ -41,6 +45,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            "reference PCA + MapQuery; annotate / impute = its own TransferData",
            {"map": mapping.seurat_v4_map, "annotate": mapping.seurat_v4_annotate,
             "impute": mapping.seurat_v4_impute},
+           python_modules=("rpy2",), r_packages=("Seurat",)),
+    Method("seurat_v4_wnn", "Seurat v4 multimodal reference mapping (R): WNN of the reference's RNA and "
+           "protein, sPCA, FindTransferAnchors + TransferData of the query's RNA (Azimuth's algorithm); "
+           "needs preprocessing features rna+protein", {"annotate": mapping.seurat_v4_wnn_annotate},
            python_modules=("rpy2",), r_packages=("Seurat",)),
     Method("scarches", "scArches trVAE surgery: conditional VAE trained on the reference batches, "
            "query batches added as new conditions (only their weights trained)",

@@ -118,6 +118,32 @@ def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float =
     return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories]
 
 
+def unlabelled(cells, ctx):
+    """A copy of ``cells`` that keeps only what an unlabelled target may show: expression and the
+    batch column (no label column, nothing else of obs, no obsm)."""
+    target = cells.copy()
+    target.obs = target.obs[[ctx.batch_key]].copy() if ctx.batch_key in target.obs else target.obs[[]].copy()
+    target.obsm.clear()
+    return target
+
+
+def annotate_domain_adapted(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float = 1e-3,
+                            finetune_batch_size: int = 32, consistency_weight: float = 1.0):
+    """Cross-tissue transfer (paper Fig 2g-i, Methods eq 13): fine-tune the pretrained teacher + a
+    softmax head on the labelled training cells while the consistency loss, weighted by
+    ``consistency_weight``, is applied to the held-out cells as an unlabelled target domain. The
+    target reaches the model through :func:`unlabelled` only, so its labels are never seen."""
+    from concerto_core import fine_tune
+
+    model = _load(ctx)
+    target = unlabelled(test, ctx)
+    clf = fine_tune(model, train, ctx.label_key, epochs=finetune_epochs, lr=finetune_lr,
+                    batch_size=finetune_batch_size, seed=ctx.seed, target_adata=target,
+                    consistency_weight=consistency_weight)
+    pred = clf.predict(target)
+    return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories]
+
+
 def impute(ref, query, ctx, *, knn_k: int = 5):
     """Missing-modality inference (paper Fig 4e) with a model trained on the reference's RNA and
     ``ctx.feature_key`` jointly (train param ``second_modality``): the reference is embedded by the

@@ -56,7 +56,7 @@ def symphony_map(ref, query, ctx, *, max_iter_harmony: int = 10):
 #: R code shared by the Seurat v4 tasks: reference object (its own variable genes + PCA), query
 #: object, transfer anchors. Expects ref_m / query_m (genes x cells, log-normalised) in R.
 #: ``k_filter`` is Seurat's anchor filtering (default 200; 0 = off, Seurat's NA).
-_SEURAT_ANCHORS = """
+_SEURAT_REFERENCE = """
     set.seed(seed)
     ref <- CreateSeuratObject(counts = ref_m)
     ref <- SetAssayData(ref, slot = "data", new.data = ref_m)
@@ -64,15 +64,37 @@ _SEURAT_ANCHORS = """
     ref <- FindVariableFeatures(ref, nfeatures = n_features, verbose = FALSE)
     ref <- ScaleData(ref, verbose = FALSE)
     ref <- RunPCA(ref, npcs = n_dims, verbose = FALSE)
+"""
+
+
+def _query_anchors(reduction: str) -> str:
+    """R code: the query object and its transfer anchors on the reference's ``reduction``."""
+    return f"""
     q <- CreateSeuratObject(counts = query_m)
     q <- SetAssayData(q, slot = "data", new.data = query_m)
     k_filter <- if (k_filter_max > 0) min(k_filter_max, ncol(ref) - 1, ncol(q) - 1) else NA
     anchors <- FindTransferAnchors(reference = ref, query = q, normalization.method = "LogNormalize",
-                                   reference.reduction = "pca", dims = 1:n_dims, k.filter = k_filter,
+                                   reference.reduction = "{reduction}", dims = 1:n_dims, k.filter = k_filter,
                                    k.score = min(30, ncol(ref) - 2, ncol(q) - 2), verbose = FALSE)
     n_anchors <- nrow(slot(anchors, "anchors"))
     k_weight <- max(2, min(50, n_anchors - 1))
 """
+
+
+_SEURAT_ANCHORS = _SEURAT_REFERENCE + _query_anchors("pca")
+
+
+def _prediction_scores(n_classes: int) -> str:
+    """R code: TransferData's ``pred`` -> (query cells x n_classes) scores of classes L0.. in order
+    (a class absent from the anchors scores 0)."""
+    return f"""
+        pred <- pred[colnames(query_m), ]
+        codes <- paste0("L", seq_len({n_classes}) - 1)
+        sapply(codes, function(cl) {{
+            col <- paste0("prediction.score.", cl)
+            if (col %in% colnames(pred)) pred[[col]] else rep(0, nrow(pred))
+        }})
+    """
 
 
 def _seurat_setup(ref, query, ctx, n_features: int, k_filter: int) -> int:
@@ -120,13 +142,50 @@ def seurat_v4_annotate(train, test, ctx, *, n_features: int = 2000, k_filter: in
     out = ro.r(_SEURAT_ANCHORS + """
         pred <- TransferData(anchorset = anchors, refdata = ref$cell_type, k.weight = k_weight,
                              verbose = FALSE)
-        pred <- pred[colnames(query_m), ]
-        codes <- paste0("L", seq_len(n_classes) - 1)
-        sapply(codes, function(cl) {
-            col <- paste0("prediction.score.", cl)
-            if (col %in% colnames(pred)) pred[[col]] else rep(0, nrow(pred))
-        })
-    """.replace("n_classes", str(len(classes))))
+    """ + _prediction_scores(len(classes)))
+    probs = np.array(out, dtype=np.float64).reshape(test.n_obs, len(classes), order="F")
+    return probs, classes
+
+
+def split_rna_adt(a, prefix: str = "ADT_"):
+    """(RNA part, ADT part) of a feature matrix whose protein columns carry ``prefix`` (the
+    ``rna+protein`` features of preprocessing). Raises when either part is missing."""
+    is_adt = np.asarray(a.var_names.str.startswith(prefix))
+    if is_adt.all() or not is_adt.any():
+        raise ValueError("Seurat WNN reference mapping needs RNA and protein features side by side "
+                         f"(preprocessing features: rna+protein); these cells have {int((~is_adt).sum())} RNA "
+                         f"and {int(is_adt.sum())} {prefix}* features")
+    return a[:, ~is_adt], a[:, is_adt]
+
+
+def seurat_v4_wnn_annotate(train, test, ctx, *, n_features: int = 2000, k_filter: int = 200):
+    """Seurat v4 multimodal reference mapping, as Azimuth builds its PBMC reference: WNN of the
+    reference's RNA PCA and ADT PCA (``FindMultiModalNeighbors``), supervised PCA of the RNA on the
+    WNN graph (``RunSPCA``), then ``FindTransferAnchors`` on that sPCA and ``TransferData``. Like
+    Azimuth, the query is mapped by its RNA; the protein enters through the reference only."""
+    import rpy2.robjects as ro
+
+    ref_rna, ref_adt = split_rna_adt(train)
+    test_rna, _ = split_rna_adt(test)
+    _seurat_setup(ref_rna, test_rna, ctx, n_features, k_filter)
+    # Seurat rewrites '_' in feature names, so the ADT rows get plain names of their own
+    put_sparse_matrix("ref_adt", ref_adt.X, [f"adt-{i}" for i in range(ref_adt.n_vars)], ref_adt.obs_names)
+    ro.globalenv["n_adt_dims"] = int(max(2, min(ref_adt.n_vars - 1, ctx.n_comps)))
+    classes = sorted(set(train.obs[ctx.label_key].astype(str)))
+    out = ro.r(_SEURAT_REFERENCE + """
+        ref[["ADT"]] <- CreateAssayObject(counts = ref_adt)
+        ref <- SetAssayData(ref, assay = "ADT", slot = "data", new.data = ref_adt)
+        DefaultAssay(ref) <- "ADT"
+        VariableFeatures(ref) <- rownames(ref_adt)
+        ref <- ScaleData(ref, verbose = FALSE)
+        ref <- RunPCA(ref, npcs = n_adt_dims, reduction.name = "apca", reduction.key = "APC_", verbose = FALSE)
+        DefaultAssay(ref) <- "RNA"
+        ref <- FindMultiModalNeighbors(ref, reduction.list = list("pca", "apca"),
+                                       dims.list = list(1:n_dims, 1:n_adt_dims), verbose = FALSE)
+        ref <- RunSPCA(ref, assay = "RNA", graph = "wsnn", npcs = n_dims, verbose = FALSE)
+    """ + _query_anchors("spca") + """
+        pred <- TransferData(anchorset = anchors, refdata = ref$cell_type, k.weight = k_weight, verbose = FALSE)
+    """ + _prediction_scores(len(classes)))
     probs = np.array(out, dtype=np.float64).reshape(test.n_obs, len(classes), order="F")
     return probs, classes
 
