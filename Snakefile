@@ -33,8 +33,9 @@ os.environ.update(
     TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
 )
 
-from concerto_workflow.workflow_config import check_config, check_resource_placeholders
+from concerto_workflow.workflow_config import check_config, check_resource_placeholders, resolve_paths
 
+resolve_paths(config, workflow.basedir)  # relative data paths start at the repository
 check_config(config)
 check_resource_placeholders(workflow.resource_settings)
 

@@ -88,12 +88,25 @@ def table(config: dict) -> str:
     return "\n".join(rows)
 
 
+def replace_block(text: str, begin: str, end: str, body: str) -> str:
+    """``text`` with what lies between the markers ``begin`` and ``end`` replaced by ``body``: the
+    README's generated blocks (this coverage table, the real-data comparison table)."""
+    if begin not in text or end not in text:
+        raise ValueError(f"README has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def write_block(path: str, begin: str, end: str, body: str) -> None:
+    with open(path) as fh:
+        text = fh.read()
+    with open(path, "w") as fh:
+        fh.write(replace_block(text, begin, end, body))
+
+
 def update_readme(text: str, config: dict) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"README has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table(config)}\n{END}{tail}"
+    return replace_block(text, BEGIN, END, table(config))
 
 
 def load_config(path: str) -> dict:
@@ -115,10 +128,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     config = load_config(a.config)
     if a.write:
-        with open(a.write) as fh:
-            text = fh.read()
-        with open(a.write, "w") as fh:
-            fh.write(update_readme(text, config))
+        write_block(a.write, BEGIN, END, table(config))
     else:
         print(table(config))
     return 0

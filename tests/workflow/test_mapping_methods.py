@@ -131,3 +131,21 @@ def test_concerto_protein_inference_from_bimodal_reference_never_reads_query_pro
     np.testing.assert_allclose(concerto.impute(ref, blind, ctx), imp, rtol=1e-5)
     r = [np.corrcoef(imp[:, j], query.obsm["protein"][:, j])[0, 1] for j in range(3)]
     assert np.median(r) > 0.3
+
+
+def test_second_modality_log1p_only_for_counts():
+    """ADT counts are log1p-transformed like the RNA; already normalised values are kept, features
+    with negative entries (CLR-scaled ADTs, as in the real CBMC file) shifted to a minimum of 0
+    (never made NaN, as log1p would)."""
+    import anndata as ad
+
+    from concerto_workflow.methods import concerto
+
+    counts = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    counts.obsm["protein"] = np.array([[0, 3], [7, 1]], dtype=np.float32)
+    concerto.reference_modalities(counts, "protein")
+    np.testing.assert_allclose(counts.obsm["protein"], np.log1p([[0, 3], [7, 1]]), rtol=1e-6)
+    clr = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    clr.obsm["protein"] = np.array([[-1.5, 0.2], [2.0, -0.3]], dtype=np.float32)
+    concerto.reference_modalities(clr, "protein")
+    np.testing.assert_allclose(clr.obsm["protein"], [[0.0, 0.5], [3.5, 0.0]], rtol=1e-6)
