@@ -31,13 +31,15 @@ os.environ.update(
     TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
 )
 
-from concerto_workflow.workflow_config import check_config, check_resource_placeholders, extend_config
+from concerto_workflow.workflow_config import (check_config, check_resource_placeholders, extend_config,
+                                              resolve_paths)
 
 # a study may build on another (config/real.yaml: config.yaml with real datasets)
 _study = extend_config(config)
 config.clear()
 config.update(_study)
 validate(config, schema="rules/config.schema.yaml")
+resolve_paths(config, workflow.basedir)  # relative data paths start at the repository
 check_config(config)
 check_resource_placeholders(workflow.resource_settings)
 

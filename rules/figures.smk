@@ -222,3 +222,29 @@ rule dump_config:
         "Writing the validated configuration (defaults filled in) for the report"
     script:
         "../scripts/dump_config.py"
+
+
+rule plot_comparison_table:
+    input:
+        scores=figure_tables,
+    output:
+        figure=report("results/figures/{figure}.png", **FIGURE_REPORT),
+        table="results/tables/{figure}.tsv",
+        markdown="results/tables/{figure}.md",
+    wildcard_constraints:
+        figure=figures_of("table"),
+    params:
+        figure=figure_params,
+        caption=caption_text,
+    log:
+        "results/logs/plot/{figure}.log",
+    conda:
+        "../envs/workflow.yaml"
+    message:
+        "Comparison table {wildcards.figure} (figure, tsv, markdown)"
+    script:
+        "../scripts/plot_comparison_table.py"
+
+
+localrules:
+    plot_comparison_table,

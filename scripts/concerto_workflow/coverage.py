@@ -88,12 +88,27 @@ def table(config: dict) -> str:
     return "\n".join(rows)
 
 
+def replace_block(text: str, begin: str, end: str, body: str) -> str:
+    """``text`` with what lies between the markers ``begin`` and ``end`` replaced by ``body``: the
+    README's generated blocks (this coverage table, the real-data comparison table)."""
+    if begin not in text or end not in text:
+        raise ValueError(f"README has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def write_block(path: str, begin: str, end: str, body: str) -> None:
+    """Replace a generated block of ``path``; the new text is made before the file is opened for
+    writing, so an error (no markers, a failing table) leaves the file as it was."""
+    with open(path) as fh:
+        text = replace_block(fh.read(), begin, end, body)
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
 def update_readme(text: str, config: dict) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"README has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table(config)}\n{END}{tail}"
+    return replace_block(text, BEGIN, END, table(config))
 
 
 def load_config(path: str) -> dict:
@@ -115,10 +130,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     config = load_config(a.config)
     if a.write:
-        with open(a.write) as fh:
-            text = update_readme(fh.read(), config)   # before opening for writing: an error keeps the file
-        with open(a.write, "w") as fh:
-            fh.write(text)
+        write_block(a.write, BEGIN, END, table(config))
     else:
         print(table(config))
     return 0

@@ -15,6 +15,8 @@ import scipy.sparse as sp
 from .converters import tech_from_batch
 
 REQUIRED_OBS = ("cell_type", "batch", "tech")
+#: what a real file's X (or counts_layer) holds (config ``values``)
+VALUE_KINDS = ("counts", "lognorm")
 
 
 def make_standin(name: str, params: dict) -> ad.AnnData:
@@ -27,7 +29,8 @@ def make_standin(name: str, params: dict) -> ad.AnnData:
 
 
 def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "", counts_layer: str = "",
-                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=(), drop_labels=(), keep_obsm=()) -> ad.AnnData:
+                 tech_pattern: str = r"^(.*?)\d*$", keep_obs=(), drop_labels=(), keep_obsm=(),
+                 values: str = "counts", protein_obsm: str = "") -> ad.AnnData:
     """Read a real h5ad and map its columns onto the common schema.
 
     ``tech_col`` names the technology column; without it, ``tech_pattern`` is a regex whose
@@ -37,7 +40,17 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
     columns are carried along (donor, finer labels, ...); an ``obsm['protein']`` with
     ``uns['protein_names']`` is kept, and so are the ``keep_obsm`` keys (e.g. a user's own
     embedding for method ``precomputed``).
+
+    ``values``: ``counts`` (raw counts, the schema's X) or ``lognorm`` (a file holding only
+    log1p-normalised values): these are turned back into per-cell normalised values with
+    ``expm1``, so the engine's own normalisation (to ``target_sum``, log1p) gives the file's
+    values up to one factor per cell (genes absent from the file are not in its totals).
+    ``protein_obsm``: an obsm key holding a second modality (e.g. CITE-seq ADTs), carried as
+    ``obsm['protein']``; names from ``uns['<key>_names']`` or ``uns['protein_names']``, else
+    numbered (``<key>_0``, ...).
     """
+    if values not in VALUE_KINDS:
+        raise ValueError(f"datasets.*.values = {values!r}; allowed: {VALUE_KINDS}")
     a = ad.read_h5ad(path)
     if drop_labels:
         if label_col not in a.obs:
@@ -54,7 +67,12 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
     if counts_layer and counts_layer not in a.layers:
         raise KeyError(f"datasets.*.counts_layer = {counts_layer!r} not in the layers of {path}: "
                        f"{list(a.layers)}")
+    if protein_obsm and protein_obsm not in a.obsm:
+        raise KeyError(f"datasets.*.protein_obsm = {protein_obsm!r} not in the obsm of {path}: {list(a.obsm)}")
     X = a.layers[counts_layer] if counts_layer else a.X
+    if values == "lognorm":
+        X = sp.csr_matrix(X, dtype=np.float32)
+        X.data = np.expm1(X.data)
     batch = a.obs[batch_col].astype(str) if batch_col else pd.Series("batch1", index=a.obs_names)
     tech = a.obs[tech_col].astype(str) if tech_col else tech_from_batch(batch, tech_pattern)
     obs = pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values, "batch": batch.values,
@@ -66,10 +84,13 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
         if key not in a.obsm:
             raise KeyError(f"datasets.*.keep_obsm: {key!r} not in the obsm of {path}: {list(a.obsm)}")
         out.obsm[key] = np.asarray(a.obsm[key], dtype=np.float32)
-    if "protein" in a.obsm:
-        out.obsm["protein"] = np.asarray(a.obsm["protein"], dtype=np.float32)
-        if "protein_names" in a.uns:
-            out.uns["protein_names"] = list(a.uns["protein_names"])
+    key = protein_obsm or ("protein" if "protein" in a.obsm else "")
+    if key:
+        out.obsm["protein"] = np.asarray(a.obsm[key], dtype=np.float32)
+        names = a.uns.get(f"{key}_names", a.uns.get("protein_names"))
+        n = out.obsm["protein"].shape[1]
+        out.uns["protein_names"] = [str(x) for x in names] if names is not None and len(names) == n else \
+            [f"{key}_{i}" for i in range(n)]
     return to_common_schema(out)
 
 

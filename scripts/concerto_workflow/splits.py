@@ -14,8 +14,7 @@ rows of each fold only. The kinds (config ``splits.<name>.kind``):
 ``holdout``        cells with ``obs[key]`` in ``values`` are the test set (query), the rest train
 ``cross_dataset``  the experiment's dataset trains, ``query_dataset`` is the test set
 ``kfold``          stratified k-fold by label, separately within each value of ``group`` (or
-                   the listed ``values`` of it); ``folds`` < k runs only the first folds of the
-                   k-fold partition (each still tests 1/k of the cells: a budget reduction)
+                   the listed ``values`` of it); ``max_folds`` runs only the first folds
 ``leave_one_out``  each value of ``key`` is the test set once; training cells are bootstrap-resampled
 ``label_mask``     cells of ``remove``d labels are the test set (unseen types); a stratified
                    ``valid_fraction`` of the other cells is held out as validation
@@ -56,7 +55,7 @@ def fold_names(split: dict) -> list[str] | None:
     if kind in ("all", "holdout", "cross_dataset", "label_mask"):
         return [{"all": "all", "holdout": "holdout", "cross_dataset": "cross", "label_mask": "mask"}[kind]]
     if kind == "kfold":
-        return None if split.get("group") else [f"f{i}" for i in range(_n_run(split))]
+        return None if split.get("group") else [f"f{i}" for i in range(n_kfolds(split))]
     if kind == "leave_one_out":
         values = split.get("values") or []
         if not values:
@@ -66,12 +65,13 @@ def fold_names(split: dict) -> list[str] | None:
     raise SplitError(f"unknown split kind {kind!r}; allowed: {KINDS}")
 
 
-def _n_run(split: dict) -> int:
-    """How many of a kfold split's k folds run (``folds``; 0 or absent = all k)."""
-    k, n = split["k"], split.get("folds") or split["k"]
-    if not 1 <= n <= k:
-        raise SplitError(f"kfold split: folds must lie in 1..k={k}, got {n}")
-    return n
+def n_kfolds(split: dict) -> int:
+    """Folds a kfold split runs: ``k``, or the first ``max_folds`` of them (each still tests 1/k
+    of the cells, e.g. one 80/20 reference/query split from k 5, max_folds 1)."""
+    k, most = int(split["k"]), int(split.get("max_folds") or 0)
+    if most < 0 or most > k:
+        raise SplitError(f"kfold split: max_folds must be in 0..k ({k}), got {most}")
+    return most or k
 
 
 def _loo_fold(value, b: int, bootstraps: int) -> str:
@@ -174,14 +174,12 @@ def _stratified_folds(labels: np.ndarray, k: int, seed: int, what: str) -> np.nd
 
 
 def split_kfold(obs: pd.DataFrame, dataset: str, *, k: int, seed: int, label: str = CELL_TYPE,
-                group: str | None = None, values=None, folds: int | None = None) -> pd.DataFrame:
+                group: str | None = None, values=None, max_folds: int = 0) -> pd.DataFrame:
     """k folds per group: fold i tests the i-th stratified part of the group and trains on the
     rest of the same group (the paper's 5-fold CV within each batch). ``values``: the groups
-    to run (default every value of ``group``). ``folds``: run only folds 0..folds-1 of the same
-    k-fold partition (default all k)."""
+    to run (default every value of ``group``); ``max_folds``: run only folds 0..max_folds-1."""
     if k < 2:
         raise SplitError(f"kfold split: k must be >= 2, got {k}")
-    n_run = _n_run({"k": k, "folds": folds})
     labels = _column(obs, label, "kfold split").to_numpy()
     groups = _column(obs, group, "kfold split").to_numpy() if group else np.full(len(obs), "")
     run = sorted(set(groups))
@@ -194,7 +192,7 @@ def split_kfold(obs: pd.DataFrame, dataset: str, *, k: int, seed: int, label: st
     for g in run:
         members = np.flatnonzero(groups == g)
         fold = _stratified_folds(labels[members], k, seed, f"kfold split, group {g!r}")
-        for i in range(n_run):
+        for i in range(n_kfolds({"k": k, "max_folds": max_folds})):
             name = f"{safe_name(g)}_f{i}" if group else f"f{i}"
             out.append(_rows(name, dataset, obs.index[members],
                              np.where(fold == i, TEST, TRAIN)))
@@ -266,7 +264,7 @@ def make_split(split: dict, obs: pd.DataFrame, dataset: str, *, seed: int,
     elif kind == "kfold":
         out = split_kfold(obs, dataset, k=split["k"], seed=seed, label=split.get("label", CELL_TYPE),
                           group=split.get("group") or None, values=split.get("values") or None,
-                          folds=split.get("folds") or None)
+                          max_folds=split.get("max_folds", 0))
     elif kind == "leave_one_out":
         out = split_leave_one_out(obs, dataset, key=split["key"], seed=seed,
                                   bootstraps=split.get("bootstraps", 0), values=split.get("values"))

@@ -19,7 +19,7 @@ FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluste
                 "umap_grid": ("embed", "map", "cluster"), "confusion": ("map", "annotate"),
                 "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS,
                 "feature_umap": ("embed", "map"), "marker_distance": ("map",), "overall": TASKS,
-                "scalability": ("map",), "attention": ("embed",)}
+                "scalability": ("map",), "attention": ("embed",), "table": TASKS}
 #: keys each split kind needs
 SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),
               "leave_one_out": ("key",), "label_mask": ("remove",)}
@@ -75,6 +75,24 @@ def experiment_metrics(config: dict, experiment: str) -> list[str]:
     return list(exp.get("metrics") or metrics_for(exp["task"]))
 
 
+def resolve_paths(config: dict, base: str = "") -> dict:
+    """Make the config's file paths (``datasets.*.local.path``, ``splits.*.gene_map.path``)
+    absolute, relative ones starting at ``base`` (default: the repository). So a study shipped
+    in ``config/`` names ``../shared/data/x.h5ad`` once and runs from any working directory
+    (``snakemake --directory /tmp/run``) of a clone placed beside ``shared/``. In place; returns
+    ``config``."""
+    base = base or REPO
+    for d in config.get("datasets", {}).values():
+        local = d.get("local") or {}
+        if local.get("path"):
+            local["path"] = os.path.normpath(os.path.join(base, os.path.expanduser(local["path"])))
+    for s in config.get("splits", {}).values():
+        gm = s.get("gene_map") or {}
+        if gm.get("path"):
+            gm["path"] = os.path.normpath(os.path.join(base, os.path.expanduser(gm["path"])))
+    return config
+
+
 def _check_dataset(name: str, d: dict) -> None:
     key = f"datasets.{name}"
     if d["source"] == "real" and not d.get("real", {}).get("url"):
@@ -84,8 +102,8 @@ def _check_dataset(name: str, d: dict) -> None:
         if not path:
             raise ConfigError(f"config key '{key}.local.path' is required when '{key}.source' is 'local'")
         if not os.path.exists(path):
-            raise ConfigError(f"config key '{key}.local.path': {path!r} does not exist "
-                              f"(relative paths start at the working directory {os.getcwd()})")
+            raise ConfigError(f"config key '{key}.local.path': {path!r} does not exist (relative "
+                              f"paths start at the repository {REPO}: see resolve_paths)")
     if d["source"] == "download":
         from .sources import SOURCES, load_sources
 
@@ -107,6 +125,8 @@ def _check_split(name: str, s: dict, datasets: dict) -> None:
     for k in SPLIT_KEYS[s["kind"]]:
         if s.get(k) in (None, "", []):
             raise ConfigError(f"config key '{key}.{k}' is required for kind {s['kind']!r}")
+    if s["kind"] == "kfold" and s.get("max_folds", 0) > s["k"]:
+        raise ConfigError(f"config key '{key}.max_folds' = {s['max_folds']} exceeds '{key}.k' = {s['k']}")
     if s["kind"] == "cross_dataset":
         if s["query_dataset"] not in datasets:
             raise ConfigError(f"config key '{key}.query_dataset': unknown dataset {s['query_dataset']!r}; "
@@ -114,6 +134,9 @@ def _check_split(name: str, s: dict, datasets: dict) -> None:
         gm = s.get("gene_map", {"source": "none"})
         if gm.get("source") == "table" and not gm.get("path"):
             raise ConfigError(f"config key '{key}.gene_map.path' is required for source 'table'")
+        if gm.get("source") == "table" and not os.path.exists(gm["path"]):
+            raise ConfigError(f"config key '{key}.gene_map.path': {gm['path']!r} does not exist "
+                              f"(relative paths start at the repository {REPO})")
         if gm.get("source") == "var_column" and not gm.get("column"):
             raise ConfigError(f"config key '{key}.gene_map.column' is required for source 'var_column'")
 
@@ -180,7 +203,7 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
                               f"not run by experiment {x!r}")
         if f["type"] in ("confusion", "sankey") and f.get("method", "concerto") not in e["methods"]:
             raise ConfigError(f"config key '{key}.method': {f.get('method')!r} is not run by experiment {x!r}")
-        for metric in f.get("metrics") or []:
+        for metric in [] if f["type"] == "table" else f.get("metrics") or []:
             if metric not in experiment_metrics(config, x) + ["runtime_s", "peak_memory_mb", "n_cells"]:
                 raise ConfigError(f"config key '{key}.metrics': experiment {x!r} does not compute "
                                   f"{metric!r}; it computes {experiment_metrics(config, x)}")
@@ -212,6 +235,11 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
                  any(base not in config["experiments"][x]["methods"] for x in f["experiments"])):
         raise ConfigError(f"config key '{key}.relative_to': {base!r} must be a method of every experiment "
                           f"drawn, in a bars or heatmap figure")
+    if f["type"] == "table":
+        computed = {m for x in f["experiments"] for m in experiment_metrics(config, x)}
+        unused = [m for m in f.get("metrics") or [] if m not in computed | {"runtime_s", "peak_memory_mb"}]
+        if unused:
+            raise ConfigError(f"config key '{key}.metrics': no experiment of the table computes {unused}")
     cap = f.get("caption")
     if cap and not os.path.exists(os.path.join(REPO, cap)):
         raise ConfigError(f"config key '{key}.caption': no file {cap!r} in the repository")

@@ -105,3 +105,30 @@ def test_unreplaced_slurm_placeholders_fail_the_dry_run(tmp_path, cfg):
     r = _dry_run(tmp_path, cfg, "--workflow-profile", str(REPO / "profiles" / "slurm"))
     assert r.returncode != 0
     assert "<your_account>" in r.stdout + r.stderr and "profiles/slurm" in r.stdout + r.stderr
+
+
+def test_relative_data_paths_start_at_the_repository(tmp_path, monkeypatch):
+    """A study in config/ names ../shared/data/... once; it resolves from any working directory."""
+    from concerto_workflow.workflow_config import resolve_paths
+
+    monkeypatch.chdir(tmp_path)
+    c = {"datasets": {"x": {"source": "local", "local": {"path": "../shared/data/x.h5ad"}},
+                      "y": {"source": "local", "local": {"path": "/abs/y.h5ad"}}},
+         "splits": {"s": {"kind": "cross_dataset", "gene_map": {"source": "table", "path": "tables/o.csv"}}}}
+    resolve_paths(c, "/repo")
+    assert c["datasets"]["x"]["local"]["path"] == "/shared/data/x.h5ad"
+    assert c["datasets"]["y"]["local"]["path"] == "/abs/y.h5ad"
+    assert c["splits"]["s"]["gene_map"]["path"] == "/repo/tables/o.csv"
+
+
+def test_kfold_max_folds_above_k_and_table_metrics_nobody_computes_are_refused(cfg):
+    c = copy.deepcopy(cfg)
+    c["splits"]["pbmc_cv_within_batch"]["max_folds"] = 3
+    with pytest.raises(ConfigError, match="max_folds' = 3 exceeds"):
+        check_config(c)
+    c = copy.deepcopy(cfg)
+    c["figures"]["t"] = {"type": "table", "panel": "4h", "experiments": ["pancreas_mapping"],
+                         "metrics": ["accuracy", "ari"]}
+    validate(c, SCHEMA)
+    with pytest.raises(ConfigError, match="no experiment of the table computes \\['ari'\\]"):
+        check_config(c)

@@ -61,3 +61,22 @@ def test_convert_real_drops_labels_and_makes_one_batch(tmp_path):
     assert list(out.obs_names) == ["a", "c"] and list(out.obs["batch"]) == ["batch1"] * 2
     with pytest.raises(KeyError, match="drop_labels"):
         datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", drop_labels=["NK"])
+
+
+def test_convert_real_lognorm_values_and_a_named_protein_slot(tmp_path):
+    """A file of log1p-normalised values is turned back with expm1 (so the engine's own
+    normalisation applies); a second modality under another obsm key becomes obsm['protein']."""
+    counts = np.array([[1, 0, 3], [0, 2, 2]], dtype=np.float32)
+    a = ad.AnnData(sp.csr_matrix(np.log1p(counts)), obs=pd.DataFrame({"l": ["T", "B"]}, index=["a", "b"]),
+                   var=pd.DataFrame(index=["G1", "G2", "G3"]))
+    a.obsm["ADT_clr"] = np.array([[-1.5, 2.0], [0.3, -0.2]], dtype=np.float32)
+    a.write_h5ad(tmp_path / "x.h5ad")
+    out = datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", values="lognorm",
+                                protein_obsm="ADT_clr")
+    assert np.allclose(out.X.toarray(), counts, atol=1e-5)
+    assert np.array_equal(out.obsm["protein"], a.obsm["ADT_clr"])
+    assert list(out.uns["protein_names"]) == ["ADT_clr_0", "ADT_clr_1"]
+    with pytest.raises(KeyError, match="protein_obsm"):
+        datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", protein_obsm="ADT")
+    with pytest.raises(ValueError, match="values"):
+        datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", values="scaled")

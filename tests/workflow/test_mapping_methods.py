@@ -63,6 +63,21 @@ def test_symphony_maps_the_query(ref_query):
     _check_map(symphony_map, *ref_query, max_iter_harmony=3)
 
 
+def test_symphony_maps_onto_a_one_batch_reference(ref_query):
+    """A reference of one batch (e.g. a single 10x run) has no Harmony step: its PCA is the space."""
+    _skip_unless_installed("symphony")
+    from concerto_workflow.methods.mapping import symphony_map
+
+    ref, query = (x.copy() for x in ref_query)
+    for x in (ref, query):
+        x.obs["batch"] = "run1"
+    ref_emb, query_emb = symphony_map(ref, query, CTX)
+    assert ref_emb.shape == (ref.n_obs, query_emb.shape[1]) and np.isfinite(query_emb).all()
+    # no batch correction here, so below _check_map's 0.6 (the query technology differs), yet far
+    # above the 0.25 of chance over the 4 types
+    assert _knn_accuracy(ref_emb, ref, query_emb, query) > 0.4
+
+
 @pytest.mark.parametrize("method", ["pca", "symphony"])
 def test_reference_is_fitted_on_reference_cells_only(ref_query, method):
     """Changing every query value (and the query's size) leaves the reference embedding as it was:
@@ -146,3 +161,21 @@ def test_concerto_protein_inference_from_bimodal_reference_never_reads_query_pro
     np.testing.assert_allclose(concerto.impute(ref, blind, ctx), imp, rtol=1e-5)
     r = [np.corrcoef(imp[:, j], query.obsm["protein"][:, j])[0, 1] for j in range(3)]
     assert np.median(r) > 0.3
+
+
+def test_second_modality_log1p_only_for_counts():
+    """ADT counts are log1p-transformed like the RNA; already normalised values are kept, features
+    with negative entries (CLR-scaled ADTs, as in the real CBMC file) shifted to a minimum of 0
+    (never made NaN, as log1p would)."""
+    import anndata as ad
+
+    from concerto_workflow.methods import concerto
+
+    counts = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    counts.obsm["protein"] = np.array([[0, 3], [7, 1]], dtype=np.float32)
+    concerto.reference_modalities(counts, "protein")
+    np.testing.assert_allclose(counts.obsm["protein"], np.log1p([[0, 3], [7, 1]]), rtol=1e-6)
+    clr = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    clr.obsm["protein"] = np.array([[-1.5, 0.2], [2.0, -0.3]], dtype=np.float32)
+    concerto.reference_modalities(clr, "protein")
+    np.testing.assert_allclose(clr.obsm["protein"], [[0.0, 0.5], [3.5, 0.0]], rtol=1e-6)

@@ -33,17 +33,6 @@ def test_kfold_stratified_disjoint_and_covering(obs):
         assert np.abs(frac - overall).max() < 0.05
 
 
-def test_kfold_folds_runs_the_first_folds_of_the_same_partition(obs):
-    full = splits.make_split({"kind": "kfold", "k": 4}, obs, "d", seed=0)
-    part = splits.make_split({"kind": "kfold", "k": 4, "folds": 2}, obs, "d", seed=0)
-    assert sorted(set(part["fold"])) == splits.fold_names({"kind": "kfold", "k": 4, "folds": 2}) == ["f0", "f1"]
-    for f in ("f0", "f1"):                                  # identical to the full partition's folds
-        assert _fold(part, f, TEST) == _fold(full, f, TEST)
-        assert abs(len(_fold(part, f, TEST)) - len(obs) / 4) <= len(obs["cell_type"].unique())
-    with pytest.raises(splits.SplitError, match="folds must lie in 1..k=4"):
-        splits.make_split({"kind": "kfold", "k": 4, "folds": 5}, obs, "d", seed=0)
-
-
 def test_kfold_within_group_never_mixes_groups(obs):
     t = splits.make_split({"kind": "kfold", "k": 2, "group": "batch"}, obs, "d", seed=0)
     assert splits.fold_names({"kind": "kfold", "k": 2, "group": "batch"}) is None
@@ -156,3 +145,16 @@ def test_cells_filter_keep_subset_and_errors(pancreas_obs):
     with pytest.raises(splits.SplitError, match="no cells"):
         splits.make_split({"kind": "all", "cells": {"drop": {"values": sorted(set(obs["cell_type"].astype(str)))}}},
                           obs, "p", seed=0)
+
+
+def test_kfold_max_folds_runs_the_first_folds_of_k(obs):
+    """k 5 with max_folds 1: one split whose test set is 1/5 of the cells (an 80/20 split)."""
+    split = {"kind": "kfold", "k": 5, "max_folds": 2}
+    t = splits.make_split(split, obs, "d", seed=0)
+    assert sorted(set(t["fold"])) == splits.fold_names(split) == ["f0", "f1"]
+    full = splits.make_split({"kind": "kfold", "k": 5}, obs, "d", seed=0)
+    for f in ("f0", "f1"):                                 # the same folds as the full 5-fold split
+        assert _fold(t, f, TEST) == _fold(full, f, TEST)
+        assert abs(len(_fold(t, f, TEST)) - len(obs) / 5) <= 5
+    with pytest.raises(splits.SplitError, match="max_folds"):
+        splits.fold_names({"kind": "kfold", "k": 2, "max_folds": 3})

@@ -27,15 +27,30 @@ def set_threads(threads: int | None) -> None:
         print(f"[concerto] keeping TensorFlow's current thread setting: {e}", flush=True)
 
 
+def is_counts(values) -> bool:
+    """Whether a matrix holds counts (non-negative integers) rather than normalised values."""
+    v = np.asarray(values)
+    return bool(np.all(v >= 0) and np.all(v == np.round(v)))
+
+
 def reference_modalities(a, second_modality: str = "") -> dict | None:
-    """concerto_core's ``modalities`` for a reference: RNA alone, or RNA plus ``obsm[second_modality]``
-    (e.g. the ADT counts of CITE-seq, log1p-transformed in place on this copy as the RNA is)."""
+    """concerto_core's ``modalities`` for a reference: RNA alone, or RNA plus ``obsm[second_modality]``,
+    transformed in place on this copy: ADT counts of CITE-seq by log1p, as the RNA is; values that
+    are already normalised are kept, except that features with negative entries (e.g. CLR-scaled
+    ADTs) are shifted so their minimum over these cells is 0 (Concerto's value encoding takes
+    non-negative values, 0 = not detected). Training and the reference side of ``impute`` see
+    the same cells, so they get the same shift."""
     if not second_modality:
         return None
     if second_modality not in a.obsm:
         raise ValueError(f"second_modality={second_modality!r}: the training cells have no obsm "
                          f"{second_modality!r} (obsm: {list(a.obsm)})")
-    a.obsm[second_modality] = np.log1p(np.asarray(a.obsm[second_modality], dtype=np.float32))
+    values = np.asarray(a.obsm[second_modality], dtype=np.float32)
+    if is_counts(values):
+        values = np.log1p(values)
+    else:
+        values = values - np.minimum(values.min(axis=0, initial=0.0), 0.0)
+    a.obsm[second_modality] = values
     return {"rna": "X", second_modality: f"obsm:{second_modality}:{second_modality}_names"}
 
 

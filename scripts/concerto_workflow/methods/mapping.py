@@ -48,7 +48,9 @@ def symphony_map(ref, query, ctx, *, max_iter_harmony: int = 10):
     q = ad.AnnData(_dense(query.X), obs=query.obs[[ctx.batch_key]].copy(), var=query.var[[]].copy())
     q.uns["log1p"] = {"base": None}          # the engine's inputs are log-normalised
     sp_.tl.map_embedding(q, r, key=ctx.batch_key, use_genes_column=None)
-    ref_emb = r.obsm["X_pca_harmony"] if "harmony" in r.uns else r.obsm["X_pca"]
+    # a one-batch reference has no Harmony step: its space is the PCA (symphonypy still writes
+    # uns['harmony'] while mapping, so the obsm key decides)
+    ref_emb = r.obsm["X_pca_harmony"] if "X_pca_harmony" in r.obsm else r.obsm["X_pca"]
     return np.asarray(ref_emb, dtype=np.float32), np.asarray(q.obsm["X_pca_harmony"], dtype=np.float32)
 
 
