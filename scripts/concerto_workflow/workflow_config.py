@@ -75,21 +75,32 @@ def experiment_metrics(config: dict, experiment: str) -> list[str]:
     return list(exp.get("metrics") or metrics_for(exp["task"]))
 
 
+#: config paths under this prefix name files the workflow itself makes (e.g. the ortholog table of
+#: rule convert_gene_map): relative to the run directory, and not expected to exist before the run
+WORKFLOW_OUTPUT_PREFIX = "results/"
+
+
+def _made_by_workflow(path: str) -> bool:
+    return os.path.normpath(path).startswith(WORKFLOW_OUTPUT_PREFIX)
+
+
 def resolve_paths(config: dict, base: str = "") -> dict:
-    """Make the config's file paths (``datasets.*.local.path``, ``splits.*.gene_map.path``)
+    """Make the config's input file paths (``datasets.*.local.path``, ``splits.*.gene_map.path``)
     absolute, relative ones starting at ``base`` (default: the repository). So a study shipped
     in ``config/`` names ``../shared/data/x.h5ad`` once and runs from any working directory
-    (``snakemake --directory /tmp/run``) of a clone placed beside ``shared/``. In place; returns
-    ``config``."""
+    (``snakemake --directory /tmp/run``) of a clone placed beside ``shared/``. Paths under
+    ``results/`` are the workflow's own outputs and stay relative to the run directory. In
+    place; returns ``config``."""
     base = base or REPO
+
+    def resolve(holder: dict) -> None:
+        if holder.get("path") and not _made_by_workflow(holder["path"]):
+            holder["path"] = os.path.normpath(os.path.join(base, os.path.expanduser(holder["path"])))
+
     for d in config.get("datasets", {}).values():
-        local = d.get("local") or {}
-        if local.get("path"):
-            local["path"] = os.path.normpath(os.path.join(base, os.path.expanduser(local["path"])))
+        resolve(d.get("local") or {})
     for s in config.get("splits", {}).values():
-        gm = s.get("gene_map") or {}
-        if gm.get("path"):
-            gm["path"] = os.path.normpath(os.path.join(base, os.path.expanduser(gm["path"])))
+        resolve(s.get("gene_map") or {})
     return config
 
 
@@ -134,7 +145,7 @@ def _check_split(name: str, s: dict, datasets: dict) -> None:
         gm = s.get("gene_map", {"source": "none"})
         if gm.get("source") == "table" and not gm.get("path"):
             raise ConfigError(f"config key '{key}.gene_map.path' is required for source 'table'")
-        if gm.get("source") == "table" and not os.path.exists(gm["path"]):
+        if gm.get("source") == "table" and not _made_by_workflow(gm["path"]) and not os.path.exists(gm["path"]):
             raise ConfigError(f"config key '{key}.gene_map.path': {gm['path']!r} does not exist "
                               f"(relative paths start at the repository {REPO})")
         if gm.get("source") == "var_column" and not gm.get("column"):
