@@ -348,6 +348,15 @@ def finetuned_rows(cells, task, seed, model, workdir: Path, train_seconds: float
     return rows
 
 
+def task_factors(spec: Task, asked=None) -> tuple[list | None, list[tuple[str, object]]]:
+    """The factors a task varies (``asked``, default every factor, within the task's own
+    ``factors``; None = all) and the (factor, level) pairs it skips, which become not_run rows."""
+    factors = spec.factors if asked is None else [f for f in asked if spec.factors is None or f in spec.factors]
+    if factors is None:
+        return None, []
+    return list(factors), [(f, lvl) for f, lvl in settings_to_run(asked) if f != "paper" and f not in factors]
+
+
 def run_task_seed(task: str, seed: int, data_dir, workdir, factors=None, threads: int = 1,
                   max_folds: int | None = None) -> pd.DataFrame:
     """Every row of one task and seed: baselines, the paper setting, each factor level (``factors``
@@ -359,7 +368,7 @@ def run_task_seed(task: str, seed: int, data_dir, workdir, factors=None, threads
     t0 = time.perf_counter()
     parts, maps = load_task(task, data_dir)
     spec = TASKS[task]
-    factors = spec.factors if factors is None else [f for f in factors if spec.factors is None or f in spec.factors]
+    factors, skipped = task_factors(spec, factors)
     if not spec.cv_folds:
         frame = _run_parts(parts, maps, spec, seed, Path(workdir), factors)
     else:
@@ -369,6 +378,9 @@ def run_task_seed(task: str, seed: int, data_dir, workdir, factors=None, threads
             raw.obs["is_query"] = is_query
             frames.append(_run_parts(parts, maps, spec, seed, Path(workdir) / fold, factors).assign(fold=fold))
         frame = pd.concat(frames, ignore_index=True)
+    reason = f"not varied on the {spec.cv_folds}-fold CV tasks (the study's time budget)"
+    frame = pd.concat([frame, pd.DataFrame([r for f, lvl in skipped for r in _not_run(task, seed, f, lvl, reason)])],
+                      ignore_index=True)
     print(f"[study] {task} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
     return frame.reindex(columns=COLUMNS)
 

@@ -140,3 +140,12 @@ def test_cv_fold_is_the_query_and_validation_comes_from_the_other_folds():
     roles = cells.obs[ROLE].reindex(a.obs_names).to_numpy()
     assert (roles[fold] == TEST).all() and (roles[~fold] != TEST).all()
     assert (roles == VALID).sum() == 16                                 # 20 % of the 80 reference cells
+
+
+def test_cv_tasks_skip_factors_as_not_run_rows():
+    factors, skipped = A.task_factors(A.TASKS["cbmc_cv"])
+    assert factors == ["lr_schedule", "query", "k"]
+    assert ("temperature", 0.05) in skipped and not any(f in factors for f, _ in skipped)
+    assert len(skipped) + 1 + 4 == len(A.settings_to_run())                # paper + lr + query + 2 k
+    assert A.task_factors(A.TASKS["hp_to_mp"]) == (None, [])
+    assert A.task_factors(A.TASKS["cbmc_cv"], ["k", "dropout"]) == (["k"], [("dropout", 0.1), ("dropout", 0.4)])
