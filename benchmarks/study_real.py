@@ -68,14 +68,12 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from concerto_workflow.ablation import select_settings, summary_table
+    from concerto_workflow.ablation import join_kept, select_settings, summary_table
     from concerto_workflow.ablation_figures import plot_ablation
 
     scores = pd.concat(frames, ignore_index=True)
     if args.keep_scores:
-        kept = pd.read_csv(args.keep_scores, keep_default_na=False, na_values=[""])
-        kept = kept[~kept["task"].isin(args.tasks)]
-        scores = pd.concat([kept.reindex(columns=scores.columns), scores], ignore_index=True)
+        scores = join_kept(scores, pd.read_csv(args.keep_scores, keep_default_na=False, na_values=[""]))
     scores.to_csv(out / "scores.csv", index=False)
     summary_table(scores).to_csv(out / "summary.csv", index=False)
     selected = select_settings(scores)

@@ -415,6 +415,13 @@ def _not_run(task, seed, factor, level, reason, status="not_run") -> list[dict]:
              "value": np.nan} for split in ("valid", "query") for m in METRIC_NAMES]
 
 
+def join_kept(scores: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` of the tasks just run plus the rows of an earlier score table for the other
+    tasks (an earlier run's rows of a rerun task are dropped, never mixed with the new ones)."""
+    kept = kept[~kept["task"].isin(set(scores["task"]))]
+    return pd.concat([kept.reindex(columns=scores.columns), scores], ignore_index=True)
+
+
 # ------------------------------------------------------------------------------- selection
 def select_settings(scores: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Per task, the Concerto setting with the best mean validation score over seeds (ties: the

@@ -149,3 +149,11 @@ def test_cv_tasks_skip_factors_as_not_run_rows():
     assert len(skipped) + 1 + 4 == len(A.settings_to_run())                # paper + lr + query + 2 k
     assert A.task_factors(A.TASKS["hp_to_mp"]) == (None, [])
     assert A.task_factors(A.TASKS["cbmc_cv"], ["k", "dropout"]) == (["k"], [("dropout", 0.1), ("dropout", 0.4)])
+
+
+def test_join_kept_replaces_the_rerun_tasks_rows():
+    new = pd.DataFrame({"task": ["cbmc_cv"], "seed": [0], "fold": ["f0"], "value": [0.9]})
+    old = pd.DataFrame({"task": ["hp_to_mp", "cbmc_cv"], "seed": [0, 0], "value": [0.6, 0.1]})
+    joined = A.join_kept(new, old)
+    assert sorted(zip(joined["task"], joined["value"])) == [("cbmc_cv", 0.9), ("hp_to_mp", 0.6)]
+    assert list(joined.columns) == list(new.columns)
