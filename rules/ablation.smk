@@ -25,7 +25,7 @@ rule concerto_ablation_real:
     conda:
         "../envs/concerto.yaml"
     message:
-        "Concerto on small real references: one factor at a time, seeds 0-2 (benchmarks/study_real.py)"
+        "Concerto on small real references: one factor at a time, 3 transfer + 2 CV tasks, seeds 0-2 (benchmarks/study_real.py)"
     script:
         "../scripts/study_real.py"
 

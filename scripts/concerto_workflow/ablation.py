@@ -17,6 +17,11 @@ The study behind ``benchmarks/study_real.py`` and ``suppA1_concerto_ablation_rea
 
 Baselines: kNN (k = 5, the same vote) on PCA(50) fitted on the training part, and logistic
 regression on that PCA (:mod:`concerto_workflow.methods.baselines`).
+
+Within-dataset tasks (CBMC, PBMC 4k: no second dataset to map to) are stratified k-fold cross-
+validations (:func:`cv_query_masks`, the engine's ``kfold`` split): in each fold the test fold is the
+query and the other folds are the reference, which steps 1-4 then treat as above. They run the
+factors of ``Task.factors`` only (time), and ``max_folds`` of the k folds.
 """
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ POST_TRAINING = ("query", "embedding", "k")
 LR = {"1e-4->1e-6": (1e-4, 1e-6), "1e-3->1e-4": (1e-3, 1e-4)}
 BASELINES = ("knn_pca", "logreg_pca")
 METRIC_NAMES = ("accuracy", "macro_f1")
-COLUMNS = ["task", "seed", "method", "factor", "level", "setting", "split", "metric", "value", "n_reference",
+COLUMNS = ["task", "seed", "fold", "method", "factor", "level", "setting", "split", "metric", "value", "n_reference",
            "n_evaluated", "seconds", "status", "reason"]
 
 
@@ -69,6 +74,12 @@ class Task:
     name: str
     description: str
     min_genes: int
+    #: k of a stratified k-fold cross-validation (the test fold is the query); 0 = a fixed query
+    cv_folds: int = 0
+    #: folds of the k run by default (0 = all k)
+    max_folds: int = 0
+    #: the factors varied (None = every factor of FACTORS)
+    factors: tuple | None = None
 
 
 TASKS = {
@@ -77,6 +88,12 @@ TASKS = {
     "pancreas_3tech": Task("pancreas_3tech", "pancreas: Smart-seq2 (Segerstolpe) + C1 (Lawlor) -> inDrop (Baron)",
                            min_genes=50),
     "pbmc_ding": Task("pbmc_ding", "Ding PBMC: Drop-seq -> inDrops (3 types)", min_genes=20),
+    # 5-fold CV, at the levels that matter most on the three tasks above: the paper's setting, the
+    # learning rate of the small_reference preset, query fine-tuning, k of the vote
+    "cbmc_cv": Task("cbmc_cv", "CBMC CITE-seq RNA (Stoeckius 2017; Mouse and Unknown cells dropped), stratified "
+                    "5-fold CV", min_genes=20, cv_folds=5, max_folds=1, factors=("lr_schedule", "query", "k")),
+    "pbmc4k_cv": Task("pbmc4k_cv", "10x PBMC 4k (8 classes), stratified 5-fold CV", min_genes=20, cv_folds=5,
+                      max_folds=1, factors=("lr_schedule", "query", "k")),
 }
 
 
@@ -84,7 +101,7 @@ def setting_name(factor: str, level) -> str:
     return "paper" if factor == "paper" else f"{factor}={level}"
 
 
-def settings_to_run(tasks=None, factors=None) -> list[tuple[str, object]]:
+def settings_to_run(factors=None) -> list[tuple[str, object]]:
     """(factor, level) pairs: ('paper', '') first, then every non-paper level of ``factors``."""
     chosen = FACTORS if factors is None else {f: FACTORS[f] for f in factors}
     return [("paper", "")] + [(f, lvl) for f, levels in chosen.items() for lvl in levels]
@@ -114,6 +131,13 @@ def load_task(name: str, data_dir) -> tuple[list, dict]:
                          tech_col="tech")
         a.obs["is_query"] = (a.obs["tech"].astype(str) == "inDrop (Baron)").to_numpy()
         return [("pancreas_3tech", a, None)], {}
+    if name == "cbmc_cv":
+        a = convert_real(str(d / "citeseq_cbmc_8617.h5ad"), batch_col="", label_col="cell_type",
+                         drop_labels=("Mouse", "Unknown"))
+        return [("cbmc", a, None)], {}
+    if name == "pbmc4k_cv":
+        return [("pbmc4k", convert_real(str(d / "pbmc4k_counts_top2000.h5ad"), batch_col="", label_col="label"),
+                 None)], {}
     if name == "pbmc_ding":
         a = convert_real(str(d / "pbmc_ding_dropseq_indrops.h5ad"), batch_col="protocol", label_col="cell_type",
                          tech_col="protocol")
@@ -123,6 +147,19 @@ def load_task(name: str, data_dir) -> tuple[list, dict]:
         a.obs["is_query"] = (a.obs["tech"].astype(str) == "inDrops").to_numpy()
         return [("pbmc_ding", a, None)], {}
     raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+
+
+def cv_query_masks(obs: pd.DataFrame, k: int, seed: int, max_folds: int = 0) -> dict[str, np.ndarray]:
+    """Fold name -> boolean query mask (in ``obs`` order) of a stratified k-fold by cell type (the
+    engine's ``kfold`` split); ``max_folds`` keeps the first folds only."""
+    from .splits import split_kfold
+
+    table = split_kfold(obs, "cv", k=k, seed=seed, label=CELL_TYPE, max_folds=max_folds)
+    masks = {}
+    for fold, rows in table.groupby("fold", sort=True):
+        test = set(rows.loc[rows[ROLE] == TEST, "cell"])
+        masks[fold] = obs.index.astype(str).isin(test)
+    return masks
 
 
 def reference_roles(obs: pd.DataFrame, seed: int, valid_fraction: float = 0.2) -> pd.Series:
@@ -233,7 +270,7 @@ def baseline_rows(cells, task: str, seed: int) -> list[dict]:
 
 
 def _base(task, seed, method, factor, level, seconds, status="ok", reason="") -> dict:
-    return {"task": task, "seed": int(seed), "method": method, "factor": factor, "level": str(level),
+    return {"task": task, "seed": int(seed), "fold": "", "method": method, "factor": factor, "level": str(level),
             "setting": setting_name(factor, level) if method == "concerto" else method,
             "seconds": round(float(seconds), 2), "status": status, "reason": reason}
 
@@ -311,17 +348,48 @@ def finetuned_rows(cells, task, seed, model, workdir: Path, train_seconds: float
     return rows
 
 
-def run_task_seed(task: str, seed: int, data_dir, workdir, factors=None, threads: int = 1) -> pd.DataFrame:
-    """Every row of one task and seed: baselines, the paper setting, each factor level."""
+def task_factors(spec: Task, asked=None) -> tuple[list | None, list[tuple[str, object]]]:
+    """The factors a task varies (``asked``, default every factor, within the task's own
+    ``factors``; None = all) and the (factor, level) pairs it skips, which become not_run rows."""
+    factors = spec.factors if asked is None else [f for f in asked if spec.factors is None or f in spec.factors]
+    if factors is None:
+        return None, []
+    return list(factors), [(f, lvl) for f, lvl in settings_to_run(asked) if f != "paper" and f not in factors]
+
+
+def run_task_seed(task: str, seed: int, data_dir, workdir, factors=None, threads: int = 1,
+                  max_folds: int | None = None) -> pd.DataFrame:
+    """Every row of one task and seed: baselines, the paper setting, each factor level (``factors``
+    default: the task's); for a cross-validation task, of each fold run (``max_folds`` default:
+    the task's), with the fold in column ``fold``."""
     from .methods.concerto import set_threads
 
     set_threads(threads)
     t0 = time.perf_counter()
     parts, maps = load_task(task, data_dir)
     spec = TASKS[task]
+    factors, skipped = task_factors(spec, factors)
+    if not spec.cv_folds:
+        frame = _run_parts(parts, maps, spec, seed, Path(workdir), factors)
+    else:
+        (name, raw, _), frames = parts[0], []
+        most = spec.max_folds if max_folds is None else max_folds
+        for fold, is_query in cv_query_masks(raw.obs, spec.cv_folds, seed, most).items():
+            raw.obs["is_query"] = is_query
+            frames.append(_run_parts(parts, maps, spec, seed, Path(workdir) / fold, factors).assign(fold=fold))
+        frame = pd.concat(frames, ignore_index=True)
+    reason = f"not varied on the {spec.cv_folds}-fold CV tasks (the study's time budget)"
+    frame = pd.concat([frame, pd.DataFrame([r for f, lvl in skipped for r in _not_run(task, seed, f, lvl, reason)])],
+                      ignore_index=True)
+    print(f"[study] {task} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
+    return frame.reindex(columns=COLUMNS)
+
+
+def _run_parts(parts, maps, spec: Task, seed: int, workdir: Path, factors) -> pd.DataFrame:
+    task = spec.name
     cells = {g: prepare_cells(parts, maps, spec, seed, genes=g) for g in ("hvg2000", "all")
              if g == "hvg2000" or factors is None or "genes" in factors}
-    Path(workdir).mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     rows = baseline_rows(cells["hvg2000"], task, seed)
     paper_model = None
     for factor, level in settings_to_run(factors=factors):
@@ -330,22 +398,28 @@ def run_task_seed(task: str, seed: int, data_dir, workdir, factors=None, threads
             continue
         data = cells["all"] if factor == "genes" else cells["hvg2000"]
         try:
-            new_rows, model = concerto_rows(data, task, seed, factor, level, Path(workdir), paper_model)
+            new_rows, model = concerto_rows(data, task, seed, factor, level, workdir, paper_model)
         except Exception as err:          # a failed setting is a row, not a lost study
             rows += _not_run(task, seed, factor, level, f"{type(err).__name__}: {err}", "failed")
             continue
         if factor == "paper":
             paper_model = model
         rows += new_rows
-        print(f"[study] {task} seed {seed} {setting_name(factor, level)}: "
+        print(f"[study] {task} seed {seed} {workdir.name} {setting_name(factor, level)}: "
               + ", ".join(f"{r['split']} {r['metric']} {r['value']:.3f}" for r in new_rows), flush=True)
-    print(f"[study] {task} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
 def _not_run(task, seed, factor, level, reason, status="not_run") -> list[dict]:
     return [{**_base(task, seed, "concerto", factor, level, 0.0, status, reason), "split": split, "metric": m,
              "value": np.nan} for split in ("valid", "query") for m in METRIC_NAMES]
+
+
+def join_kept(scores: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` of the tasks just run plus the rows of an earlier score table for the other
+    tasks (an earlier run's rows of a rerun task are dropped, never mixed with the new ones)."""
+    kept = kept[~kept["task"].isin(set(scores["task"]))]
+    return pd.concat([kept.reindex(columns=scores.columns), scores], ignore_index=True)
 
 
 # ------------------------------------------------------------------------------- selection

@@ -70,8 +70,11 @@ def plot_ablation(scores: pd.DataFrame, out: str, *, metric: str = "accuracy", c
     axes[0][0].invert_yaxis()
     fig.suptitle(title or "Supp A1 (beyond the paper): Concerto on small real references, one factor at a time "
                  "around the paper's settings", fontsize=10)
-    if caption:
-        fig.text(0.01, 0.005, "\n".join(textwrap.wrap(caption.replace("**", ""), 200)), fontsize=6.5, va="bottom")
-    fig.tight_layout(rect=(0, 0.07 if caption else 0, 1, 0.95))
+    lines = textwrap.wrap(caption.replace("**", ""), 200) if caption else []
+    if lines:
+        fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, va="bottom")
+    # the caption's height (6.5 pt text: ~0.12 in a line) plus the axis labels' room
+    bottom = (0.12 * len(lines) + 0.1) / fig.get_figheight() if lines else 0
+    fig.tight_layout(rect=(0, bottom, 1, 0.95))
     fig.savefig(out, dpi=130)
     plt.close(fig)

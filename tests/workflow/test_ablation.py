@@ -113,3 +113,47 @@ def test_ablation_figure_from_the_score_table(tmp_path):
     out = tmp_path / "suppA1.png"
     plot_ablation(s, str(out), caption="test caption")
     assert out.stat().st_size > 10_000
+
+
+def test_cv_query_masks_partition_the_cells_stratified():
+    obs = pd.DataFrame({CELL_TYPE: ["a"] * 50 + ["b"] * 25 + ["c"] * 3}, index=[f"c{i}" for i in range(78)])
+    masks = A.cv_query_masks(obs, k=5, seed=0)
+    assert list(masks) == [f"f{i}" for i in range(5)]
+    assert (np.sum(list(masks.values()), axis=0) == 1).all()          # every cell is the query once
+    for m in masks.values():
+        counts = obs[m][CELL_TYPE].value_counts()
+        assert counts["a"] == 10 and counts["b"] == 5
+    assert list(A.cv_query_masks(obs, k=5, seed=0, max_folds=2)) == ["f0", "f1"]
+    again = A.cv_query_masks(obs, k=5, seed=0)
+    assert all((again[f] == masks[f]).all() for f in masks)            # seeded
+
+
+def test_cv_fold_is_the_query_and_validation_comes_from_the_other_folds():
+    rng = np.random.default_rng(1)
+    obs = pd.DataFrame({"cell_type": ["a", "b"] * 50, "batch": "batch1", "tech": "t"},
+                       index=[f"c{i}" for i in range(100)])
+    a = ad.AnnData(sp.csr_matrix(rng.poisson(2.0, size=(100, 20)).astype(np.float32)), obs=obs,
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(20)]))
+    fold = A.cv_query_masks(a.obs, k=5, seed=0, max_folds=1)["f0"]
+    a.obs["is_query"] = fold
+    cells = A.prepare_cells([("d", a, None)], {}, A.Task("t", "", min_genes=1, cv_folds=5), seed=0)
+    roles = cells.obs[ROLE].reindex(a.obs_names).to_numpy()
+    assert (roles[fold] == TEST).all() and (roles[~fold] != TEST).all()
+    assert (roles == VALID).sum() == 16                                 # 20 % of the 80 reference cells
+
+
+def test_cv_tasks_skip_factors_as_not_run_rows():
+    factors, skipped = A.task_factors(A.TASKS["cbmc_cv"])
+    assert factors == ["lr_schedule", "query", "k"]
+    assert ("temperature", 0.05) in skipped and not any(f in factors for f, _ in skipped)
+    assert len(skipped) + 1 + 4 == len(A.settings_to_run())                # paper + lr + query + 2 k
+    assert A.task_factors(A.TASKS["hp_to_mp"]) == (None, [])
+    assert A.task_factors(A.TASKS["cbmc_cv"], ["k", "dropout"]) == (["k"], [("dropout", 0.1), ("dropout", 0.4)])
+
+
+def test_join_kept_replaces_the_rerun_tasks_rows():
+    new = pd.DataFrame({"task": ["cbmc_cv"], "seed": [0], "fold": ["f0"], "value": [0.9]})
+    old = pd.DataFrame({"task": ["hp_to_mp", "cbmc_cv"], "seed": [0, 0], "value": [0.6, 0.1]})
+    joined = A.join_kept(new, old)
+    assert sorted(zip(joined["task"], joined["value"])) == [("cbmc_cv", 0.9), ("hp_to_mp", 0.6)]
+    assert list(joined.columns) == list(new.columns)
