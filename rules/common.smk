@@ -144,7 +144,12 @@ def figure_marker_inputs(wildcards):
     f = figure_spec(wildcards)
     name, prep, fold, seed = _figure_focus(f)
     out = {"cells": CELLS.format(experiment=name, fold=fold, prep=prep)}
-    if f["type"] == "feature_umap":
+    if f["type"] == "feature_umap" and config["experiments"][name]["task"] == "impute":
+        # measured vs each method's inferred values, on the UMAP of the first method's space
+        methods = f.get("methods") or config["experiments"][name]["methods"]
+        out["umaps"] = fold_outputs(name, UMAP, methods=methods[:1], preps=[prep], folds=[fold], seeds=[seed])
+        out["outputs"] = fold_outputs(name, OUTPUT, methods=methods, preps=[prep], folds=[fold], seeds=[seed])
+    elif f["type"] == "feature_umap":
         out["umaps"] = fold_outputs(name, UMAP, preps=[prep], folds=[fold], seeds=[seed])
     else:
         out["outputs"] = fold_outputs(name, OUTPUT, preps=[prep], folds=[fold], seeds=[seed])

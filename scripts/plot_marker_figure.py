@@ -12,10 +12,18 @@ from concerto_workflow import figures, marker_maps, outputs
 sm = snakemake  # noqa: F821
 f = sm.params.figure
 cells = ad.read_h5ad(sm.input.cells)
-if f["type"] == "feature_umap":
-    tabs = {Path(p).parent.name: pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False) for p in sm.input.umaps}
-    for t in tabs.values():
-        t[["umap1", "umap2"]] = t[["umap1", "umap2"]].apply(pd.to_numeric, errors="coerce")
+tabs = {Path(p).parent.name: pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+        for p in sm.input.get("umaps", [])}
+for t in tabs.values():
+    t[["umap1", "umap2"]] = t[["umap1", "umap2"]].apply(pd.to_numeric, errors="coerce")
+if f["type"] == "feature_umap" and sm.params.task == "impute":  # paper Fig 4f
+    layout_method, layout = next(iter(tabs.items()))
+    rows, values, missing = marker_maps.measured_vs_inferred_rows(
+        layout, {p: outputs.read_output(p, "impute") for p in sm.input.outputs}, f["features"], layout_method)
+    pd.concat(values, names=["row", "cell"]).to_csv(sm.output.table, sep="\t")
+    figures.plot_feature_umaps(rows, values, sm.output.figure, features=f["features"], title=f["title"],
+                               missing=missing)
+elif f["type"] == "feature_umap":
     values, missing = marker_maps.feature_values(cells, f["features"])
     values.rename_axis("cell").to_csv(sm.output.table, sep="\t")
     figures.plot_feature_umaps(tabs, values, sm.output.figure, features=f["features"], title=f["title"],

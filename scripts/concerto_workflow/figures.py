@@ -247,8 +247,8 @@ def umap_table(a, *, n_neighbors: int, seed: int) -> pd.DataFrame:
     import scanpy as sc
 
     st, reason = a.uns["status"], a.uns["reason"]
-    if st == OK and EMBEDDING not in a.obsm:  # a clustering control has clusters but no space
-        st, reason = "no embedding", "this output has clusters but no embedding to draw"
+    if st == OK and EMBEDDING not in a.obsm:  # a clustering control, a classifier without a space
+        st, reason = "no embedding", "this output has no embedding to draw"
     if st != OK:
         return pd.DataFrame([{"cell": "", "umap1": np.nan, "umap2": np.nan, "status": st,
                               "reason": reason, "log": a.uns["log"]}])
@@ -258,11 +258,24 @@ def umap_table(a, *, n_neighbors: int, seed: int) -> pd.DataFrame:
     xy = b.obsm["X_umap"]
     out = pd.DataFrame({"cell": b.obs_names, "umap1": xy[:, 0], "umap2": xy[:, 1], "status": OK, "reason": "",
                         "log": a.uns["log"]})
-    for c in b.obs.columns:
-        out[c] = b.obs[c].astype(str).to_numpy()
+    for c, v in obs_strings(b.obs).items():
+        out[c] = v.to_numpy()
     if CLUSTERS in b.obsm:  # cluster outputs: one column per setting, e.g. clusters_0.4
         for j, s in enumerate(b.uns[CLUSTER_SETTINGS]):
             out[f"clusters_{s}"] = np.asarray(b.obsm[CLUSTERS])[:, j].astype(str)
+    return out
+
+
+#: umap_table's label of the cells a map / annotate output does not predict (the training cells)
+NOT_PREDICTED = "(training cell)"
+
+
+def obs_strings(obs: pd.DataFrame) -> pd.DataFrame:
+    """The obs columns as strings for colouring; the predicted label of the cells a map / annotate
+    output does not predict (the training cells) reads :data:`NOT_PREDICTED`."""
+    out = obs.astype(str)
+    if PREDICTED in obs:
+        out[PREDICTED] = obs[PREDICTED].astype(object).where(obs[PREDICTED].notna(), NOT_PREDICTED).astype(str)
     return out
 
 
@@ -286,6 +299,8 @@ def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[
     for c in color_by:
         if "=" in c:
             pals[c] = {"other": "0.85", c.split("=", 1)[1]: "tab:red"}
+        elif NOT_PREDICTED in pals[c]:
+            pals[c][NOT_PREDICTED] = "0.85"
     for i, m in enumerate(methods):
         t = tables[m]
         for j, col in enumerate(color_by):
@@ -580,9 +595,14 @@ def plot_feature_umaps(tables: dict[str, pd.DataFrame], values: pd.DataFrame, ou
                        features: list[str], title: str, missing=()) -> None:
     """One row per method, one column per feature: the method's UMAP coloured by the feature's
     value (minimum dark to maximum yellow, as the paper's heatmaps). ``values``: cells x features
-    (:func:`concerto_workflow.marker_maps.feature_values`); a feature absent from the fold is
-    drawn as such."""
+    (:func:`concerto_workflow.marker_maps.feature_values`), or {row: such a table} when the rows
+    draw different values (measured vs inferred, Fig 4f; one colour scale per feature then); a
+    feature absent from the fold is drawn as such."""
     methods = list(tables)
+    per_row = isinstance(values, dict)
+    shared = pd.concat(values.values()) if per_row else values
+    limits = {f: (np.nanmin(v), np.nanmax(v)) if np.isfinite(v := shared[f].to_numpy(dtype=float)).any()
+              else (None, None) for f in features}
     fig, axes = plt.subplots(len(methods), len(features), figsize=(3.3 * len(features), 3 * len(methods)),
                              squeeze=False)
     for i, m in enumerate(methods):
@@ -596,10 +616,11 @@ def plot_feature_umaps(tables: dict[str, pd.DataFrame], values: pd.DataFrame, ou
             if f in missing:
                 _not_run(ax, "not in this fold", f"{f} is not among the fold's genes / proteins")
                 continue
-            v = values[f].reindex(t["cell"]).to_numpy(dtype=float)
+            v = (values[m] if per_row else values)[f].reindex(t["cell"]).to_numpy(dtype=float)
             order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")  # high values on top
             sc = ax.scatter(t["umap1"].to_numpy()[order], t["umap2"].to_numpy()[order], c=v[order], s=2,
-                            cmap="viridis", linewidths=0, rasterized=True)
+                            cmap="viridis", linewidths=0, rasterized=True,
+                            **(dict(zip(("vmin", "vmax"), limits[f])) if per_row else {}))
             fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
             ax.set_xticks([])
             ax.set_yticks([])

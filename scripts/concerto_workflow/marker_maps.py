@@ -6,6 +6,8 @@ the fold's preprocessed cells (log-normalised X, obsm['protein']):
 * :func:`feature_values`: the values of named features per cell, a gene of ``X`` (``'GZMA'``)
   or a protein of ``obsm['protein']`` (``'protein:CD8'``, as log(1 + count)), for heatmaps
   over the UMAP;
+* :func:`imputed_feature_values`: the measured and the inferred values of named features of
+  an impute output's query cells (paper Fig 4f), on the same log(1 + count) scale;
 * :func:`marker_distance_correlation`: for the query cells of one type (the paper: CD8 T
   cells, unseen in the reference), the Euclidean distance in the embedding to the centroid of
   the reference cells of a target type (NK cells) against each marker's expression, as a
@@ -17,7 +19,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .columns import EMBEDDING, PROTEIN, PROTEIN_NAMES, ROLE, TEST, TRAIN
+from .columns import EMBEDDING, FEATURES, IMPUTED, MEASURED, OK, PROTEIN, PROTEIN_NAMES, ROLE, TEST, TRAIN
 
 PROTEIN_PREFIX = "protein:"
 CORRELATION_COLUMNS = ["feature", "r", "p", "n_cells", "missing"]
@@ -45,6 +47,61 @@ def feature_values(cells: ad.AnnData, features) -> tuple[pd.DataFrame, list[str]
         out[f] = np.full(cells.n_obs, np.nan)
         missing.append(f)
     return pd.DataFrame(out, index=cells.obs_names, columns=list(features)), missing
+
+
+def imputed_feature_values(output: ad.AnnData, features) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(measured, inferred, missing) of an impute output (:mod:`concerto_workflow.outputs`):
+    two held-out cells x features tables of ``obsm['measured']`` and ``obsm['imputed']``, as
+    log(1 + value) when the measured values are counts (none negative; the scale of the protein
+    heatmaps), as they are otherwise (e.g. CLR-scaled), for features named 'protein:NAME' or NAME
+    of ``uns['feature_names']``; a feature the output lacks is a NaN column and listed."""
+    for k in (IMPUTED, MEASURED):
+        if k not in output.obsm:
+            raise KeyError(f"not an impute output with a result: obsm[{k!r}] missing "
+                           f"(status {output.uns.get('status', '?')!r})")
+    names = [str(n) for n in output.uns[FEATURES]]
+    held = (output.obs[ROLE].astype(str) != TRAIN).to_numpy()
+    values = [np.asarray(output.obsm[k], dtype=float)[held] for k in (MEASURED, IMPUTED)]
+    if np.nanmin(values[0], initial=0.0) >= 0:
+        values = [np.log1p(v) for v in values]
+    tables, missing = ({}, {}), []
+    for f in features:
+        name = f[len(PROTEIN_PREFIX):] if f.startswith(PROTEIN_PREFIX) else f
+        for table, v in zip(tables, values):
+            table[f] = v[:, names.index(name)] if name in names else np.full(int(held.sum()), np.nan)
+        if name not in names:
+            missing.append(f)
+    index = output.obs_names[held]
+    return (*(pd.DataFrame(t, index=index, columns=list(features)) for t in tables), missing)
+
+
+def measured_vs_inferred_rows(layout: pd.DataFrame, outputs: dict, features, layout_method: str):
+    """The rows of a measured-vs-inferred figure (paper Fig 4f): ({row: UMAP table},
+    {row: cells x features values}, missing features). ``layout``: the UMAP table
+    (:func:`concerto_workflow.figures.umap_table`) of ``layout_method``'s output, whose held-out
+    cells every row draws; ``outputs``: {name: impute output}. Rows: 'measured', then
+    '<method> inferred' per output; a method without a result keeps its one-row status table
+    (drawn 'not run' with the reason)."""
+    ok = (layout["status"] == OK).all()
+    query = layout[layout[ROLE].astype(str) != TRAIN] if ok else layout
+    if ok:
+        query = query.assign(status=OK)
+    rows, values, missing = {}, {}, set()
+    for a in outputs.values():
+        m = str(a.uns["method"])
+        if a.uns["status"] != OK:
+            rows[f"{m} inferred"] = pd.DataFrame([{"cell": "", "umap1": np.nan, "umap2": np.nan,
+                                                   "status": a.uns["status"], "reason": a.uns["reason"]}])
+            values[f"{m} inferred"] = pd.DataFrame(columns=list(features))
+            continue
+        measured, inferred, miss = imputed_feature_values(a, features)
+        missing |= set(miss)
+        if "measured" not in rows:
+            rows["measured"], values["measured"] = query, measured
+        label = f"{m} inferred" + (f" (UMAP of {layout_method}'s space)" if m != layout_method else "")
+        rows[label], values[label] = query, inferred
+    rows = {"measured": rows.pop("measured"), **rows} if "measured" in rows else rows
+    return rows, {r: values[r] for r in rows}, sorted(missing)
 
 
 def distance_to_centroid(emb: np.ndarray, cells: np.ndarray, target: np.ndarray) -> np.ndarray:

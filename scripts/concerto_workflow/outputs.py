@@ -15,10 +15,12 @@ embed      obsm['X_emb'] (every cell); optional attention signatures (Concerto w
 map        obsm['X_emb'] (every cell); obs['predicted_label'], obs['conf_score'] (non-train
            cells: the shared k-NN vote); obsm['label_probabilities'] + uns['label_classes']
 annotate   obs['predicted_label'], obs['conf_score'] (non-train cells);
-           obsm['label_probabilities'] + uns['label_classes']
+           obsm['label_probabilities'] + uns['label_classes']; optional obsm['X_emb'] (every
+           cell): the space the labels came from (a map embedding, fine-tuned Concerto's), for UMAPs
 cluster    obsm['clusters'] (every cell x setting, int) + uns['cluster_settings']; optional
            obsm['X_emb']: the space the clusters came from (silhouette, UMAPs)
-impute     obsm['imputed'], obsm['measured'] (non-train cells x features) + uns['feature_names']
+impute     obsm['imputed'], obsm['measured'] (non-train cells x features) + uns['feature_names'];
+           optional obsm['X_emb'] (every cell): the space the values were smoothed in, for UMAPs
 =========  ====================================================================================
 
 A failed method carries none of them, so nothing downstream can mistake it for a result.

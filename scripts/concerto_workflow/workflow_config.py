@@ -16,9 +16,9 @@ from .splits import fold_names
 
 #: what each figure type can draw
 FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluster",),
-                "umap_grid": ("embed", "map", "cluster"), "confusion": ("map", "annotate"),
+                "umap_grid": ("embed", "map", "cluster", "annotate"), "confusion": ("map", "annotate"),
                 "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS,
-                "feature_umap": ("embed", "map"), "marker_distance": ("map",), "overall": TASKS,
+                "feature_umap": ("embed", "map", "impute"), "marker_distance": ("map",), "overall": TASKS,
                 "scalability": ("map",), "attention": ("embed",), "table": TASKS}
 #: keys each split kind needs
 SPLIT_KEYS = {"all": (), "holdout": ("key", "values"), "cross_dataset": ("query_dataset",), "kfold": ("k",),

@@ -145,7 +145,14 @@ def test_domain_adaptation_never_sees_target_labels(raw_adata, monkeypatch):
         def __init__(self, n):
             self.probs, self.categories = np.full((n, 2), 0.5), ["a", "b"]
 
+    class Model:
+        def get_latent_representation(self, a):
+            seen.setdefault("embedded_obs", []).append(list(a.obs.columns))
+            return np.zeros((a.n_obs, 3), np.float32)
+
     class Classifier:
+        model = Model()
+
         def predict(self, a):
             seen["predict_obs"] = list(a.obs.columns)
             seen["predict_obsm"] = list(a.obsm)
@@ -162,8 +169,11 @@ def test_domain_adaptation_never_sees_target_labels(raw_adata, monkeypatch):
     a.obsm["protein"] = np.ones((a.n_obs, 2), np.float32)
     train, test = a[:30].copy(), a[30:].copy()
     assert "cell_type" in test.obs                       # the engine's held-out cells carry labels ...
-    probs, classes = concerto_method.annotate_domain_adapted(train, test, RunContext(), consistency_weight=0.5)
+    probs, classes, (train_emb, test_emb) = concerto_method.annotate_domain_adapted(
+        train, test, RunContext(), consistency_weight=0.5)
     assert seen["target_obs"] == ["batch"] == seen["predict_obs"]   # ... the model never gets them
+    assert seen["embedded_obs"][1] == ["batch"]                      # nor when the target is embedded
+    assert train_emb.shape == (train.n_obs, 3) and test_emb.shape == (test.n_obs, 3)
     assert seen["target_obsm"] == [] == seen["predict_obsm"]
     assert seen["target_n"] == test.n_obs and seen["train_n"] == train.n_obs and seen["lam"] == 0.5
     assert probs.shape == (test.n_obs, 2) and "cell_type" in test.obs  # the caller's copy is untouched

@@ -126,6 +126,10 @@ def test_marker_figures_draw_values_missing_features_and_not_run_methods(tmp_pat
     points = values.assign(distance=rng.uniform(size=n))
     corr = pd.DataFrame({"feature": ["GZMA", "CCR7"], "r": [0.1, np.nan], "p": [0.5, np.nan], "n_cells": n,
                          "missing": [False, True]})
+    per_row = {"measured": values, "concerto inferred": values * 0.5, "pca": values}   # Fig 4f: values per row
+    figures.plot_feature_umaps({"measured": umap, "concerto inferred": umap, "pca": failed}, per_row,
+                               str(tmp_path / "m.png"), features=["GZMA", "CCR7"], title="t", missing=["CCR7"])
+    assert (tmp_path / "m.png").stat().st_size > 5000
     figures.plot_marker_distance({"concerto": points, "pca": ("failed", "boom")}, {"concerto": corr},
                                  str(tmp_path / "d.png"), features=["GZMA", "CCR7"], group="CD8 T", target="NK",
                                  title="t")

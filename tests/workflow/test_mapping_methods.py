@@ -154,11 +154,12 @@ def test_concerto_protein_inference_from_bimodal_reference_never_reads_query_pro
     concerto.train(cells, str(tmp_path / "model"), seed=0, threads=1, epochs=2, batch_size=32,
                    second_modality="protein")
     ctx = RunContext(seed=0, feature_key="protein", model_dir=str(tmp_path / "model"))
-    imp = concerto.impute(ref, query, ctx)
+    imp, (ref_emb, query_emb) = concerto.impute(ref, query, ctx)
     assert imp.shape == (query.n_obs, 3) and np.isfinite(imp).all()
+    assert len(ref_emb) == ref.n_obs and len(query_emb) == query.n_obs   # the space, for UMAPs
     blind = query.copy()
     blind.obsm["protein"] = np.full(blind.obsm["protein"].shape, np.nan)
-    np.testing.assert_allclose(concerto.impute(ref, blind, ctx), imp, rtol=1e-5)
+    np.testing.assert_allclose(concerto.impute(ref, blind, ctx)[0], imp, rtol=1e-5)
     r = [np.corrcoef(imp[:, j], query.obsm["protein"][:, j])[0, 1] for j in range(3)]
     assert np.median(r) > 0.3
 

@@ -53,6 +53,43 @@ def test_marker_distance_correlation_recovers_planted_signs():
                                                 features=["NKG7"])
 
 
+def _impute_output(method="concerto", status="ok"):
+    """8 cells (3 reference, 5 query) of an impute output with 2 proteins (counts)."""
+    from concerto_workflow.columns import FEATURES, IMPUTED, MEASURED
+
+    obs = pd.DataFrame({ROLE: [TRAIN] * 3 + [TEST] * 5}, index=[f"c{i}" for i in range(8)])
+    out = ad.AnnData(obs=obs)
+    out.uns.update(method=method, status=status, reason="" if status == "ok" else "boom")
+    if status == "ok":
+        measured = np.full((8, 2), np.nan)
+        measured[3:] = np.arange(10).reshape(5, 2)
+        out.obsm[MEASURED], out.obsm[IMPUTED] = measured, np.where(np.isnan(measured), np.nan, 2.0)
+        out.uns[FEATURES] = ["CD14", "CLEC12A"]
+    return out
+
+
+def test_imputed_feature_values_are_the_query_cells_measured_and_inferred_on_one_scale():
+    measured, inferred, missing = marker_maps.imputed_feature_values(_impute_output(), ["protein:CD14", "CD155"])
+    assert list(measured.index) == [f"c{i}" for i in range(3, 8)] == list(inferred.index)   # query cells only
+    np.testing.assert_allclose(measured["protein:CD14"], np.log1p([0, 2, 4, 6, 8]))
+    np.testing.assert_allclose(inferred["protein:CD14"], np.log1p(2.0))
+    assert missing == ["CD155"] and measured["CD155"].isna().all()
+    with pytest.raises(KeyError, match="not an impute output"):
+        marker_maps.imputed_feature_values(_impute_output(status="failed"), ["CD14"])
+
+
+def test_measured_vs_inferred_rows_share_the_layout_and_keep_failed_methods():
+    layout = pd.DataFrame({"cell": [f"c{i}" for i in range(8)], "umap1": np.arange(8.0), "umap2": 0.0,
+                           "status": "ok", "reason": "", ROLE: [TRAIN] * 3 + [TEST] * 5})
+    outs = {"a": _impute_output("concerto"), "b": _impute_output("pca"), "c": _impute_output("seurat_v4", "failed")}
+    rows, values, missing = marker_maps.measured_vs_inferred_rows(layout, outs, ["CD14"], "concerto")
+    assert list(rows) == ["measured", "concerto inferred", "pca inferred (UMAP of concerto's space)",
+                          "seurat_v4 inferred"] == list(values)
+    assert list(rows["measured"]["cell"]) == [f"c{i}" for i in range(3, 8)]       # the query cells drawn
+    assert rows["seurat_v4 inferred"]["status"].iloc[0] == "failed" and missing == []
+    np.testing.assert_allclose(values["measured"]["CD14"], np.log1p([0, 2, 4, 6, 8]))
+
+
 @pytest.fixture(scope="module")
 def pbmc():
     return make_pbmc160k_citeseq(n_cells=1600, n_genes=300, seed=0)

@@ -149,3 +149,29 @@ def test_contract_violations_are_named():
     a.uns["status"] = FAILED
     with pytest.raises(outputs.ContractError, match="without a reason"):
         outputs.check_output(a, "map")
+
+
+def test_annotate_output_keeps_the_space_it_classified_in_for_umaps():
+    """An annotate function may also return (train, held-out) embeddings (fine-tuned Concerto,
+    Fig 2h): stacked in the fold's cell order into an optional obsm['X_emb'] that meets the
+    contract; UMAP colours mark the training cells as not predicted."""
+    from concerto_workflow import figures
+    from concerto_workflow.columns import PROVENANCE
+    from concerto_workflow.methods.runner import build_output, stack_embedding
+
+    train_mask = np.array([True, False, True, False, True, True, False, True, True, False, True, True])
+    emb = stack_embedding(train_mask, np.full((8, 2), 1.0), np.arange(8, dtype=float).reshape(4, 2))
+    assert emb.dtype == np.float32 and (emb[train_mask] == 1).all()
+    np.testing.assert_array_equal(emb[~train_mask], np.arange(8).reshape(4, 2))   # held-out rows in order
+    with pytest.raises(ValueError, match="do not match"):
+        stack_embedding(train_mask, np.zeros((7, 2)), np.zeros((4, 2)))
+    obs = pd.DataFrame({"cell_type": list("ab") * 6, "batch": "x", "tech": "x",
+                        ROLE: np.where(train_mask, TRAIN, TEST)}, index=[f"c{i}" for i in range(12)])
+    prov = {k: "" for k in PROVENANCE} | {"status": OK, "method": "m", "log": "l"}
+    a = build_output("annotate", obs, {"probs": np.tile([[0.8, 0.2]], (4, 1)), "classes": np.array(["a", "b"]),
+                                       "emb": emb}, prov)
+    outputs.check_output(a, "annotate")
+    np.testing.assert_array_equal(a.obsm["X_emb"], emb)
+    colours = figures.obs_strings(a.obs)
+    assert list(colours[PREDICTED]) == [figures.NOT_PREDICTED if m else "a" for m in train_mask]
+    assert list(colours["cell_type"]) == list("ab") * 6

@@ -10,10 +10,14 @@ embed      ``fn(adata, ctx, **params)``                        (n_cells, d) arra
                                                               attention = {modality: ((n_cells, F)
                                                               sparse weights, F names)}
 map        ``fn(ref, query, ctx, **params)``                   ((n_ref, d), (n_query, d)) arrays
-annotate   ``fn(train, test, ctx, **params)``                  ((n_test, C) probabilities, C class names)
+annotate   ``fn(train, test, ctx, **params)``                  ((n_test, C) probabilities, C class names),
+                                                              optionally + ((n_train, d), (n_test, d)):
+                                                              the space it classified in
 cluster    ``fn(adata, ctx, **params)``                        (n_cells, len(ctx.settings)) int clusters,
                                                               or (clusters, (n_cells, d) embedding)
-impute     ``fn(ref, query, ctx, **params)``                   (n_query, F) values of ``ctx.feature_key``
+impute     ``fn(ref, query, ctx, **params)``                   (n_query, F) values of ``ctx.feature_key``,
+                                                              or (values, ((n_ref, d), (n_query, d))):
+                                                              the space it inferred them in
 =========  ==================================================  ===========================================
 
 Inputs hold log-normalised values on the fold's genes (CSR ``X``) and the dataset columns of

@@ -129,8 +129,15 @@ def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float =
     model = _load(ctx)
     clf = fine_tune(model, train, ctx.label_key, epochs=finetune_epochs, lr=finetune_lr,
                     batch_size=finetune_batch_size, seed=ctx.seed)
-    pred = clf.predict(test)
-    return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories]
+    return _classified(clf, train, test)
+
+
+def _classified(clf, train, target):
+    """(probabilities, classes, (train, target) embeddings) of a fine-tuned classifier: the
+    fine-tuned teacher's embedding (L2-normalised) that its head reads, kept for UMAPs (Fig 2h)."""
+    pred = clf.predict(target)
+    space = (clf.model.get_latent_representation(train), clf.model.get_latent_representation(target))
+    return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories], space
 
 
 def unlabelled(cells, ctx):
@@ -155,8 +162,7 @@ def annotate_domain_adapted(train, test, ctx, *, finetune_epochs: int = 1, finet
     clf = fine_tune(model, train, ctx.label_key, epochs=finetune_epochs, lr=finetune_lr,
                     batch_size=finetune_batch_size, seed=ctx.seed, target_adata=target,
                     consistency_weight=consistency_weight)
-    pred = clf.predict(target)
-    return np.asarray(pred.probs, dtype=np.float64), [str(c) for c in pred.categories]
+    return _classified(clf, train, target)
 
 
 def impute(ref, query, ctx, *, knn_k: int = 5):
@@ -183,8 +189,9 @@ def impute(ref, query, ctx, *, knn_k: int = 5):
         ref_rna = ref.copy()
         ref_rna.obsm.clear()
         ref_emb, query_emb = _embed(model, ref_rna), _embed(model, query_rna)
-    return smooth(np.asarray(ref_emb, dtype=np.float32), np.asarray(ref.obsm[ctx.feature_key]),
-                  np.asarray(query_emb, dtype=np.float32), k=knn_k)
+    ref_emb, query_emb = np.asarray(ref_emb, dtype=np.float32), np.asarray(query_emb, dtype=np.float32)
+    values = smooth(ref_emb, np.asarray(ref.obsm[ctx.feature_key]), query_emb, k=knn_k)
+    return values, (ref_emb, query_emb)   # the space, for UMAPs of the query (Fig 4f)
 
 
 #: config params consumed by ``train`` (the rest go to the task functions)

@@ -68,12 +68,18 @@ def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: 
             out["clusters"] = cluster_embedding(emb, ctx.settings, seed=ctx.seed, algorithm=ctx.cluster_algorithm)
         if emb is not None:
             out["emb"] = np.asarray(emb)
-    elif task == "annotate" and how == "own":
-        out["probs"], classes = fn(train, held, ctx, **params)
+    elif task == "annotate" and how == "own":  # (probs, classes) or (probs, classes, (train, held) space)
+        res = fn(train, held, ctx, **params)
+        out["probs"], classes = res[0], res[1]
         out["classes"] = np.asarray(classes, dtype=str)
-    elif task == "impute" and how == "own":
-        out["imputed"] = fn(train, held, ctx, **params)
-    else:  # map, or annotate / impute through the method's map embedding
+        if len(res) > 2:
+            out["emb"] = stack_embedding(train_mask, *res[2])
+    elif task == "impute" and how == "own":  # values, or (values, (train, held) space)
+        res = fn(train, held, ctx, **params)
+        out["imputed"], space = res if isinstance(res, tuple) else (res, None)
+        if space is not None:
+            out["emb"] = stack_embedding(train_mask, *space)
+    else:  # map, or annotate / impute through the method's map embedding (kept, for UMAPs)
         ref_emb, query_emb = fn(train, held, ctx, **params)
         ref_emb, query_emb = np.asarray(ref_emb), np.asarray(query_emb)
         if task in ("map", "annotate"):
@@ -81,11 +87,20 @@ def compute(method: str, task: str, cells: ad.AnnData, ctx: RunContext, params: 
             out["classes"] = np.asarray(classes, dtype=str)
         else:
             out["imputed"] = smooth(ref_emb, train.obsm[ctx.feature_key], query_emb, k=knn_k)
-        if task == "map":
-            emb = np.empty((cells.n_obs, ref_emb.shape[1]), dtype=np.float32)
-            emb[train_mask], emb[~train_mask] = ref_emb, query_emb
-            out["emb"] = emb
+        out["emb"] = stack_embedding(train_mask, ref_emb, query_emb)
     return out
+
+
+def stack_embedding(train_mask: np.ndarray, train_emb, held_emb) -> np.ndarray:
+    """(n_cells, d) float32 embedding in the fold's cell order from the training cells' (n_train, d)
+    and the held-out cells' (n_held, d) rows; ``train_mask`` (n_cells,) bool marks the training cells."""
+    train_emb, held_emb = np.asarray(train_emb), np.asarray(held_emb)
+    if (len(train_emb), len(held_emb)) != (int(train_mask.sum()), int((~train_mask).sum())):
+        raise ValueError(f"embedding rows {len(train_emb)} + {len(held_emb)} do not match the fold's "
+                         f"{int(train_mask.sum())} training + {int((~train_mask).sum())} held-out cells")
+    emb = np.empty((len(train_mask), train_emb.shape[1]), dtype=np.float32)
+    emb[train_mask], emb[~train_mask] = train_emb, held_emb
+    return emb
 
 
 _ATTN = "attention::"
