@@ -187,7 +187,8 @@ def figure_params(wildcards):
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
                 paper_methods=list(f.get("paper_methods", [])), features=list(f.get("features", [])),
                 label_key=f.get("label_key", "cell_type"), group=f.get("group", ""), target=f.get("target", ""),
-                tools={k: list(v) for k, v in f.get("tools", {}).items()}, relative_to=f.get("relative_to", ""))
+                tools={k: list(v) for k, v in f.get("tools", {}).items()}, relative_to=f.get("relative_to", ""),
+                sweeps={k: dict(v) for k, v in f.get("sweeps", {}).items()})
 
 
 FIGURE_REPORT = dict(caption="../report/figure.rst", category="Paper figures", labels={"figure": "{figure}"})

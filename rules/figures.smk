@@ -8,7 +8,7 @@ rule plot_table_figure:
     output:
         report("results/figures/{figure}.png", **FIGURE_REPORT),
     wildcard_constraints:
-        figure=figures_of("bars", "box", "heatmap", "lines", "loglog"),
+        figure=figures_of("bars", "box", "heatmap", "lines", "sweep", "loglog"),
     params:
         figure=figure_params,
         caption=caption_text,

@@ -231,12 +231,55 @@ def plot_lines(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) ->
             ax.set_title(x, fontsize=8)
             ax.set_ylabel(axis_label(metric), fontsize=8)
             ax.set_xlabel("resolution", fontsize=8)
+    _line_legend(fig, df, methods, colors, kinds)
+    _title_and_note(fig, title, df, -(-len(methods) // 5))
+    _save(fig, out)
+
+
+def _line_legend(fig, df: pd.DataFrame, methods, colors, kinds) -> None:
+    """Legend under a line figure: controls dashed, methods without an ok row marked '(not run)'."""
     handles = [plt.Line2D([], [], color=colors[m], marker="o", ls="--" if kinds[m] in CONTROL_KINDS else "-")
                for m in methods]
     ran = set(df.loc[df["status"] == OK, "method"])
     fig.legend(handles, [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") + ("" if m in ran else " (not run)")
                          for m in methods],
                loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(methods), 5), fontsize=7, frameon=False)
+
+
+def sweep_table(df: pd.DataFrame, sweeps: dict[str, dict[str, float]], metric: str) -> pd.DataFrame:
+    """Tidy rows (sweep, x, method, mean, sd, n) of ``metric``: each experiment's ok values placed at
+    the x value its sweep gives it (an experiment may sit in several sweeps, e.g. a shared point)."""
+    rows = []
+    d = df[(df["metric"] == metric) & (df["status"] == OK)]
+    for label, points in sweeps.items():
+        for exp, x in points.items():
+            for m, v in d[d["experiment"] == exp].groupby("method")["value"]:
+                rows.append(dict(sweep=label, x=float(x), method=m, mean=v.mean(), sd=v.std(ddof=1) if len(v) > 1 else 0.0,
+                                 n=len(v)))
+    return pd.DataFrame(rows, columns=["sweep", "x", "method", "mean", "sd", "n"]).sort_values(["sweep", "method", "x"])
+
+
+def plot_sweep(df: pd.DataFrame, out: str, *, metrics: list[str], sweeps: dict[str, dict[str, float]],
+               title: str) -> None:
+    """A metric against the value each experiment stands for (e.g. Splat's de.facScale): one column of
+    panels per sweep, one row per metric, one line per method (mean +- sd over folds); controls dashed;
+    methods that never ran listed as '(not run)' in the legend, with the reasons in the note."""
+    methods = method_order(df)
+    kinds = df.drop_duplicates("method").set_index("method")["kind"]
+    colors = _palette(methods)
+    fig, axes = plt.subplots(len(metrics), len(sweeps), squeeze=False, figsize=(3.8 * len(sweeps), 3.0 * len(metrics)))
+    for i, metric in enumerate(metrics):
+        t = sweep_table(df, sweeps, metric)
+        for ax, label in zip(axes[i], sweeps):
+            for m in methods:
+                r = t[(t["sweep"] == label) & (t["method"] == m)]
+                if not r.empty:
+                    ax.errorbar(r["x"], r["mean"], yerr=r["sd"], color=colors[m], marker="o", ms=3, lw=1.2, capsize=2,
+                                ls="--" if kinds[m] in CONTROL_KINDS else "-")
+            ax.set_xticks(sorted(set(sweeps[label].values())))
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel(axis_label(metric), fontsize=8)
+    _line_legend(fig, df, methods, colors, kinds)
     _title_and_note(fig, title, df, -(-len(methods) // 5))
     _save(fig, out)
 

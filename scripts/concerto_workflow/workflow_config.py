@@ -15,7 +15,7 @@ from .scoring import METRICS, metrics_for
 from .splits import fold_names
 
 #: what each figure type can draw
-FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluster",),
+FIGURE_TASKS = {"bars": TASKS, "box": TASKS, "heatmap": TASKS, "lines": ("cluster",), "sweep": TASKS,
                 "umap_grid": ("embed", "map", "cluster", "annotate"), "confusion": ("map", "annotate"),
                 "sankey": ("map", "annotate"), "densities": ("map", "annotate"), "loglog": TASKS,
                 "feature_umap": ("embed", "map", "impute"), "marker_distance": ("map",), "overall": TASKS,
@@ -235,6 +235,8 @@ def _check_figure(config: dict, name: str, f: dict) -> None:
                                   f"registered: {sorted(REGISTRY)}")
     if f["type"] == "attention":
         _check_attention_figure(config, name, f)
+    if f["type"] == "sweep":
+        _check_sweep_figure(name, f)
     fold = f.get("fold")
     if fold:
         known = static_folds(config, f["experiments"][0])
@@ -285,6 +287,20 @@ def check_config(config: dict) -> None:
                               f"{sorted(REGISTRY)}")
     for name, f in config.get("figures", {}).items():
         _check_figure(config, name, f)
+
+
+def _check_sweep_figure(name: str, f: dict) -> None:
+    key = f"figures.{name}.sweeps"
+    sweeps = f.get("sweeps") or {}
+    if not sweeps:
+        raise ConfigError(f"config key '{key}': a sweep figure needs x-axis label -> {{experiment: x value}}")
+    in_sweeps = {x for points in sweeps.values() for x in points}
+    if in_sweeps - set(f["experiments"]):
+        raise ConfigError(f"config key '{key}': {sorted(in_sweeps - set(f['experiments']))} not in "
+                          f"figures.{name}.experiments")
+    if set(f["experiments"]) - in_sweeps:
+        raise ConfigError(f"config key '{key}': experiments {sorted(set(f['experiments']) - in_sweeps)} "
+                          "have no x value in any sweep")
 
 
 def data_origin(config: dict, experiments) -> str:

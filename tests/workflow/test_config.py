@@ -28,6 +28,14 @@ def test_default_config_valid(cfg):
     assert static_folds(cfg, "pancreas_mapping") == ["holdout"]
 
 
+def test_opt_in_robustness_experiments_pass_the_checks_when_enabled(cfg):
+    robust = [n for n in cfg["experiments"] if n.startswith("splat_robust_")]
+    assert len(robust) == 7 and not any(cfg["experiments"][n].get("enabled", True) for n in robust)
+    for n in robust:
+        cfg["experiments"][n]["enabled"] = True
+    check_config(cfg)
+
+
 def test_schema_fills_defaults():
     c = {"datasets": {"p": {"source": "standin"}}, "splits": {"s": {"kind": "kfold"}},
          "preprocessing": {"x": {}},
@@ -72,6 +80,9 @@ def _exp(c):
     (lambda c: c["metric_params"].update(label_pairs=[]), "asw_label_pairs needs 'metric_params.label_pairs'"),
     (lambda c: c["figures"]["fig2c_accuracy_thymus_pbmc"].update(relative_to="seurat"), "relative_to"),
     (lambda c: c["figures"]["fig2i_sankey_limb_muscle"].update(fold="Spleen_b0"), "is not a fold of experiment"),
+    (lambda c: c["figures"]["supp08_robustness"]["sweeps"].popitem(), "have no x value in any sweep"),
+    (lambda c: c["figures"]["supp08_robustness"].update(sweeps={"x": {"nope": 1, "splat_robust_de0.2": 2}}),
+     "\\['nope'\\] not in figures.supp08_robustness.experiments"),
 ])
 def test_cross_field_errors_name_the_problem(cfg, mutate, message):
     c = copy.deepcopy(cfg)

@@ -46,6 +46,25 @@ def test_table_figures_draw(tmp_path):
     assert figures.method_order(df)[-1] == "random"               # controls last
 
 
+def test_sweep_places_each_experiment_at_its_grid_value(tmp_path):
+    rows = [tables.rows(dict(PROV, experiment=x, fold="f0", method=m, seed=0), kind, {"accuracy": v})
+            for x, m, kind, v in (("de1", "concerto", "method", 0.7), ("de2", "concerto", "method", 0.9),
+                                  ("drop0", "concerto", "method", 0.95), ("de2", "majority", "negative_control", 0.2),
+                                  ("drop0", "majority", "negative_control", 0.2))]
+    rows.append(tables.rows(dict(PROV, experiment="de1", fold="f0", method="cell_blast", seed=0), "method", {},
+                            status="not_installed", reason="no torch", log="l", metrics=["accuracy"]))
+    df = pd.concat(rows, ignore_index=True)
+    sweeps = {"DE": {"de1": 0.1, "de2": 0.2}, "dropout": {"drop0": 0.0, "de2": 1.0}}   # de2 is shared
+    t = figures.sweep_table(df, sweeps, "accuracy")
+    c = t[t["method"] == "concerto"]
+    assert c[c["sweep"] == "DE"]["x"].tolist() == [0.1, 0.2] and c[c["sweep"] == "DE"]["mean"].tolist() == [0.7, 0.9]
+    assert c[c["sweep"] == "dropout"].set_index("x")["mean"].to_dict() == {0.0: 0.95, 1.0: 0.9}
+    assert "cell_blast" not in set(t["method"])                    # not run: no point, only the legend
+    out = tmp_path / "sweep.png"
+    figures.plot_sweep(df, str(out), metrics=["accuracy"], sweeps=sweeps, title="test")
+    assert out.stat().st_size > 5000
+
+
 def test_prediction_figures_draw(tmp_path):
     n = 60
     a = ad.AnnData(obs=pd.DataFrame({"cell_type": np.tile(["x", "y", "z"], n // 3), ROLE: [VALID, TEST] * (n // 2)},

@@ -1,5 +1,6 @@
 """Splat model: distributional properties, seeding, errors, robustness grid, R backend message."""
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -134,3 +135,20 @@ def test_r_backend_missing_dependency_message():
         pytest.skip("R + splatter are installed here")
     with pytest.raises(RuntimeError, match=r"BiocManager::install\('splatter'\).*rpy2==3.5.17"):
         splatter_simulate(SplatParams(n_genes=10), backend="r")
+
+
+def test_splat_robustness_standin_follows_de_strength_and_dropout():
+    from concerto_workflow.simulate.standins import make_splat_robustness
+
+    def group_spread(a):      # mean over genes of the sd of the group means of log1p(CPM-like) values
+        x = np.log1p(a.X.toarray() / a.X.sum(1).A * 1e4)
+        means = pd.DataFrame(x).groupby(a.obs["cell_type"].to_numpy()).mean()
+        return means.std(0).mean()
+
+    weak, strong = (make_splat_robustness(80, 300, 0, de_fac_scale=s, dropout_mid=1.0) for s in (0.15, 0.6))
+    assert weak.shape == (80, 300) and set(weak.obs["cell_type"]) == {f"Group{i}" for i in range(1, 6)}
+    assert strong.uns["splat_de_fac_scale"] == 0.6 and group_spread(strong) > group_spread(weak)
+    few, many = (make_splat_robustness(80, 300, 0, de_fac_scale=0.2, dropout_mid=m) for m in (-0.5, 1.0))
+    assert _zero_frac(many) > _zero_frac(few)
+    with pytest.raises(ValueError, match="de_fac_scale"):
+        make_splat_robustness(10, 10, de_fac_scale=0)

@@ -23,21 +23,39 @@ def robustness_grid() -> dict[str, dict]:
     return grid
 
 
+def splat_robustness_params(n_cells: int = 2000, n_genes: int = 2500, seed: int = 0, *,
+                            de_fac_scale: float = 0.2, dropout_mid: float = 1.0) -> SplatParams:
+    """The paper's Splat settings (5 equal groups, one batch, experiment-wide dropout with
+    shape -1) at one point of the grid: DE strength ``de_fac_scale``, dropout midpoint ``dropout_mid``."""
+    if n_cells < 1:
+        raise ValueError(f"n_cells must be >= 1, got {n_cells}")
+    if n_genes < 1:
+        raise ValueError(f"n_genes must be >= 1, got {n_genes}")
+    if de_fac_scale <= 0:
+        raise ValueError(f"de_fac_scale must be > 0, got {de_fac_scale}")
+    return SplatParams(n_genes=n_genes, batch_cells=(n_cells,), group_prob=(0.2,) * 5,
+                       dropout_type="experiment", dropout_shape=-1.0, seed=seed,
+                       de_fac_scale=de_fac_scale, dropout_mid=dropout_mid)
+
+
 def robustness_params(name: str, n_cells: int = 2000, seed: int = 0) -> SplatParams:
     grid = robustness_grid()
     if name not in grid:
         raise ValueError(f"unknown robustness grid cell {name!r}; known: {list(grid)}")
-    if n_cells < 1:
-        raise ValueError(f"n_cells must be >= 1, got {n_cells}")
-    return SplatParams(n_genes=2500, batch_cells=(n_cells,), group_prob=(0.2,) * 5,
-                       dropout_type="experiment", dropout_shape=-1.0, seed=seed, **grid[name])
+    return splat_robustness_params(n_cells, seed=seed, **grid[name])
 
 
-def simulate_robustness(name: str, n_cells: int = 2000, seed: int = 0) -> ad.AnnData:
-    """One grid cell as AnnData (n_cells x 2500 counts) with obs cell_type (= Group), batch."""
-    a = simulate(robustness_params(name, n_cells, seed))
+def simulate_splat_robustness(params: SplatParams) -> ad.AnnData:
+    """Cells of ``params`` as AnnData (counts) with obs cell_type (= Group), batch, tech 'splat'."""
+    a = simulate(params)
     a.obs["cell_type"] = a.obs["Group"]
     a.obs["batch"] = a.obs["Batch"]
     a.obs["tech"] = pd.Categorical(["splat"] * a.n_obs)
+    return a
+
+
+def simulate_robustness(name: str, n_cells: int = 2000, seed: int = 0) -> ad.AnnData:
+    """One named grid cell as AnnData (n_cells x 2500 counts) with obs cell_type (= Group), batch."""
+    a = simulate_splat_robustness(robustness_params(name, n_cells, seed))
     a.uns["robustness_cell"] = name
     return a

@@ -766,3 +766,21 @@ def make_scsim_scale(n_cells: int = 2000, n_genes: int = 2000, seed: int = 0, *,
         a.obs[c] = pd.Categorical(a.obs[c].astype(str))
     a.X = sp.csr_matrix(a.X, dtype=np.float32)
     return a
+
+
+def make_splat_robustness(n_cells: int = 600, n_genes: int = 1000, seed: int = 0, *,
+                          de_fac_scale: float = 0.2, dropout_mid: float = 1.0) -> ad.AnnData:
+    """One point of the Supp. Fig. 8 robustness grid (:mod:`.robustness`): Splat with 5 equal
+    groups (``cell_type`` Group1..5), DE strength ``de_fac_scale`` and experiment-wide dropout
+    with midpoint ``dropout_mid`` (shape -1); one batch, tech ``splat``. The grid itself is the
+    config's list of datasets using this maker."""
+    from .robustness import simulate_splat_robustness, splat_robustness_params
+
+    a = simulate_splat_robustness(splat_robustness_params(n_cells, n_genes, seed, de_fac_scale=de_fac_scale,
+                                                          dropout_mid=dropout_mid))
+    obs = a.obs[["cell_type", "batch", "tech"]].astype(str)
+    out = ad.AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=obs, var=pd.DataFrame(index=a.var_names))
+    for c in out.obs:
+        out.obs[c] = pd.Categorical(out.obs[c])
+    out.uns.update(splat_de_fac_scale=float(de_fac_scale), splat_dropout_mid=float(dropout_mid))
+    return out
