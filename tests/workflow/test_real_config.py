@@ -25,8 +25,10 @@ def real():
 def test_real_study_keeps_every_experiment_and_only_downloads(real):
     base = yaml.safe_load((REPO / "config.yaml").read_text())
     assert set(real["experiments"]) == set(base["experiments"]) and set(real["figures"]) == set(base["figures"])
-    simulated = {n for n, d in real["datasets"].items() if d.get("standin", {}).get("maker") == "scsim_scale"}
-    assert simulated == {"scsim_1k", "scsim_4k"}      # Fig 4g: the paper simulates these too
+    # Fig 4g (scsim) and Supp 8 (Splatter): the paper simulates these datasets too
+    simulated = {n for n, d in real["datasets"].items()
+                 if d.get("standin", {}).get("maker") in ("scsim_scale", "splat_robustness")}
+    assert {"scsim_1k", "scsim_4k", "splat_de0.2"} <= simulated
     assert {d["source"] for n, d in real["datasets"].items() if n not in simulated} == {"download"}
     check_config(real)
 
@@ -53,7 +55,8 @@ def test_dry_run_lists_download_convert_and_experiment_jobs(real, tmp_path):
         for role, f in sources[sid]["files"].items():
             assert S.download_path(sid, role, f["url"]) in outputs, (sid, role)
     assert S.gene_map_path("mgi_homology") in outputs
-    for name in real["datasets"]:
+    used = {real["experiments"][x]["dataset"] for x in enabled_experiments(real)}
+    for name in used:
         assert f"results/data/{name}/raw.h5ad" in outputs, name
     for x in enabled_experiments(real):
         assert f"results/{x}/split.tsv" in outputs, x
