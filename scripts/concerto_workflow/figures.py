@@ -62,9 +62,14 @@ def _save(fig, out: str) -> None:
 
 
 def _palette(values) -> dict:
+    """A distinct colour per category: tab10 up to 10, tab20 up to 20, then tab20 + tab20b +
+    tab20c (60 colours; Fig 2h's 24 cell types repeated colours with tab20 alone)."""
     cats = list(dict.fromkeys(values))
-    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
-    return {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+    if len(cats) <= 20:
+        cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
+        return {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+    colours = [plt.get_cmap(n)(i) for n in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    return {c: colours[i % len(colours)] for i, c in enumerate(cats)}
 
 
 def _not_run_note(df: pd.DataFrame) -> str:
@@ -652,7 +657,7 @@ def plot_feature_umaps(tables: dict[str, pd.DataFrame], values: pd.DataFrame, ou
         t = tables[m]
         for j, f in enumerate(features):
             ax = axes[i, j]
-            ax.set_title(f"{m} — {f}", fontsize=9)
+            ax.set_title("\n".join(textwrap.wrap(f"{m} — {f}", 42)), fontsize=9)
             if not (t["status"] == OK).all():
                 _not_run(ax, t["status"].iloc[0], t["reason"].iloc[0])
                 continue

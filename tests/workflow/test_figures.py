@@ -163,3 +163,11 @@ def test_overall_figure_draws_ranks_capabilities_and_not_run(tmp_path):
                       "rank": [1.0, 2.0, np.nan, np.nan, 1.0]})
     figures.plot_overall(t, str(tmp_path / "o.png"), tools=["A", "B", "C"], title="t")
     assert (tmp_path / "o.png").stat().st_size > 5000
+
+
+def test_palette_gives_distinct_colours_beyond_twenty_categories():
+    from concerto_workflow.figures import _palette
+
+    for n in (5, 15, 24, 60):
+        colours = _palette([f"type{i}" for i in range(n)]).values()
+        assert len(set(colours)) == n, n
