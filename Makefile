@@ -6,6 +6,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 CORES  ?= all
 WITH_R ?= 1
+# pytest workers for `make test` (pytest-xdist; files are spread over workers)
+TEST_WORKERS ?= 2
 HASH   := $(shell cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.setup-$(HASH)
 R_STAMP := $(VENV)/.r-setup-attempted
@@ -35,11 +37,11 @@ run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: setup
-	$(VENV)/bin/python -m pytest -ra --durations=10
+	$(VENV)/bin/python -m pytest -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 # for development: everything but the end-to-end runs and long learning checks
 test-fast: setup
-	$(VENV)/bin/python -m pytest -ra -m "not slow" --durations=10
+	$(VENV)/bin/python -m pytest -ra -m "not slow" --durations=10 -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/snakemake --lint

@@ -64,7 +64,7 @@ def real_run(tmp_path_factory):
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(REPO / "Snakefile"),
                         "--directory", str(work), "--configfile", str(path)],
-                       cwd=REPO, capture_output=True, text=True, timeout=900)
+                       cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
     print(f"reduced real-subsets run: {time.time() - t0:.0f} s", flush=True)
     return work / "results"
