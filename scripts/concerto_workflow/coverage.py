@@ -70,21 +70,31 @@ def coverage(config: dict) -> dict[str, list[str]]:
     return out
 
 
-def table(config: dict) -> str:
+OPT_IN = "config/opt_in.yaml"
+
+
+def table(config: dict, opt_in: dict | None = None) -> str:
+    """The coverage table of ``config``; panels that only the opt-in study ``opt_in`` (the default
+    study with its switched-off experiments enabled, :data:`OPT_IN`) draws are marked opt-in."""
     cov = coverage(config)
+    cov_opt = coverage(opt_in) if opt_in else {p: [] for p in PAPER_PANELS}
     rows = ["| panel | what the paper shows | status in the default study | figure files |",
             "|---|---|---|---|"]
     for p, desc in PAPER_PANELS.items():
         figs = cov[p]
         complete = any(config["figures"].get(f, {}).get("complete", False) for f in figs)
         status = "reproduced" if complete else "partly (caption says what differs)" if figs else "not yet"
+        if not figs and cov_opt[p]:
+            figs, status = cov_opt[p], f"opt-in: `--configfile {OPT_IN}`"
         rows.append(f"| {p} | {desc} | {status} | {', '.join(f'`{f}.png`' for f in figs)} |")
     done = sum(bool(v) for k, v in cov.items() if not k.startswith("S"))
     supp = sum(bool(v) for k, v in cov.items() if k.startswith("S"))
+    extra = sum(bool(cov_opt[k]) and not cov[k] for k in PAPER_PANELS)
     rows.append("")
     rows.append(f"{done} of {sum(not k.startswith('S') for k in PAPER_PANELS)} main panels and {supp} of 12 "
-                "supplementary figures are drawn, fully or partly, by the default study (generated from `config.yaml` by "
-                "`python -m concerto_workflow.coverage --write README.md`).")
+                "supplementary figures are drawn, fully or partly, by the default study"
+                + (f", {extra} more by the opt-in study `{OPT_IN}`" if extra else "")
+                + " (generated from the config by `python -m concerto_workflow.coverage --write README.md`).")
     return "\n".join(rows)
 
 
@@ -107,8 +117,8 @@ def write_block(path: str, begin: str, end: str, body: str) -> None:
         fh.write(text)
 
 
-def update_readme(text: str, config: dict) -> str:
-    return replace_block(text, BEGIN, END, table(config))
+def update_readme(text: str, config: dict, opt_in: dict | None = None) -> str:
+    return replace_block(text, BEGIN, END, table(config, opt_in))
 
 
 def load_config(path: str) -> dict:
@@ -117,7 +127,9 @@ def load_config(path: str) -> dict:
     import yaml
     from snakemake.utils import validate
 
-    config = yaml.safe_load(open(path))
+    from .workflow_config import extend_config
+
+    config = extend_config(yaml.safe_load(open(path)))
     validate(config, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rules",
                                   "config.schema.yaml"))
     return config
@@ -126,13 +138,16 @@ def load_config(path: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("config", nargs="?", default="config.yaml")
+    p.add_argument("--opt-in", default=OPT_IN, help="the study with the opt-in experiments enabled "
+                   "(its panels are marked opt-in; '' for none)")
     p.add_argument("--write", metavar="README", help="replace the coverage block of this file")
     a = p.parse_args(argv)
     config = load_config(a.config)
+    opt_in = load_config(a.opt_in) if a.opt_in else None
     if a.write:
-        write_block(a.write, BEGIN, END, table(config))
+        write_block(a.write, BEGIN, END, table(config, opt_in))
     else:
-        print(table(config))
+        print(table(config, opt_in))
     return 0
 
 

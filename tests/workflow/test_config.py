@@ -28,17 +28,20 @@ def test_default_config_valid(cfg):
     assert static_folds(cfg, "pancreas_mapping") == ["holdout"]
 
 
-def test_supp08_study_switches_on_exactly_the_opt_in_robustness_grid(cfg):
+def test_opt_in_study_switches_on_exactly_the_disabled_supplementary_experiments(cfg):
     from concerto_workflow.workflow_config import enabled_experiments, extend_config, figure_enabled
 
     robust = [n for n in cfg["experiments"] if n.startswith("splat_robust_")]
-    assert len(robust) == 7 and not any(cfg["experiments"][n].get("enabled", True) for n in robust)
-    study = extend_config(yaml.safe_load(open(REPO / "config" / "supp08.yaml")))
+    assert len(robust) == 7
+    opt_in = [n for n, x in cfg["experiments"].items() if not x.get("enabled", True)]
+    assert set(opt_in) == {*robust, "tms_cross_tissue_spleen_brain"}
+    study = extend_config(yaml.safe_load(open(REPO / "config" / "opt_in.yaml")))
     validate(study, SCHEMA)
     check_config(study)
-    assert set(enabled_experiments(study)) - set(enabled_experiments(cfg)) == set(robust)
-    assert figure_enabled(study, "supp08_robustness") and not figure_enabled(cfg, "supp08_robustness")
-    for n in robust:   # the study file restates config.yaml's definitions: they must not drift apart
+    assert set(enabled_experiments(study)) - set(enabled_experiments(cfg)) == set(opt_in)
+    for fig in ("supp08_robustness", "supp07_sankey_spleen"):
+        assert figure_enabled(study, fig) and not figure_enabled(cfg, fig)
+    for n in opt_in:   # the study file restates config.yaml's definitions: they must not drift apart
         assert {**study["experiments"][n], "enabled": False} == cfg["experiments"][n], n
 
 

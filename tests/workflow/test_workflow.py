@@ -48,7 +48,8 @@ def test_readme_coverage_table_matches_the_config():
     from concerto_workflow import coverage
 
     text = (REPO / "README.md").read_text()
-    assert coverage.update_readme(text, coverage.load_config(str(REPO / "config.yaml"))) == text, \
+    config, opt_in = (coverage.load_config(str(REPO / f)) for f in ("config.yaml", coverage.OPT_IN))
+    assert coverage.update_readme(text, config, opt_in) == text, \
         "README coverage table is stale: python -m concerto_workflow.coverage --write README.md"
 
 
