@@ -8,7 +8,8 @@ those genes with :meth:`concerto_core.encoding.GeneVocabulary.align` (missing ge
 Cells of a second dataset (cross-dataset query) are first renamed to the reference's gene
 identifiers through a one-to-one gene map (e.g. human-mouse orthologs).
 ``features`` chooses what ``X`` holds for the methods (paper Fig 2e): the genes (``rna``), the
-log1p ADT counts of ``obsm['protein']`` (``protein``) or both side by side (``rna+protein``).
+ADTs of ``obsm['protein']`` (``protein``; log1p of counts, or values a file already normalised,
+e.g. CLR, as they are) or both side by side (``rna+protein``).
 """
 from __future__ import annotations
 
@@ -89,10 +90,18 @@ FEATURES = ("rna", "protein", "rna+protein")
 PROTEIN_PREFIX = "ADT_"
 
 
+def is_counts(values) -> bool:
+    """Whether a matrix holds counts (non-negative integers) rather than normalised values."""
+    v = np.asarray(values)
+    return bool(np.all(v >= 0) and np.all(v == np.round(v)))
+
+
 def select_features(a: ad.AnnData, features: str) -> ad.AnnData:
     """``a`` with ``X`` = the chosen features of every cell (see the module docstring). Protein
-    features are log1p(ADT counts), a per-cell transform (nothing fitted across cells), named
-    ``ADT_<protein>``; ``obsm['protein']`` stays as it is."""
+    features are log1p(ADT counts), a per-cell transform (nothing fitted across cells), or the
+    values as they are when the file holds normalised ADTs (not counts: e.g. CBMC's CLR-scaled
+    proteins, which log1p would turn into NaN), named ``ADT_<protein>``; ``obsm['protein']``
+    stays as it is."""
     if features not in FEATURES:
         raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
     if features == "rna":
@@ -100,7 +109,9 @@ def select_features(a: ad.AnnData, features: str) -> ad.AnnData:
     if PROTEIN not in a.obsm:
         raise ValueError(f"features={features!r} needs obsm[{PROTEIN!r}] (ADT counts); this dataset has "
                          f"obsm keys {list(a.obsm)}")
-    prot = np.log1p(np.asarray(a.obsm[PROTEIN], dtype=np.float32))
+    prot = np.asarray(a.obsm[PROTEIN], dtype=np.float32)
+    if is_counts(prot):
+        prot = np.log1p(prot)
     names = list(a.uns.get(PROTEIN_NAMES) or [f"P{i}" for i in range(prot.shape[1])])
     var = pd.Index([PROTEIN_PREFIX + str(n) for n in names])
     if features == "protein":

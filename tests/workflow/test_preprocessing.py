@@ -100,3 +100,13 @@ def test_features_protein_and_both_put_log1p_adt_counts_in_x(raw_adata):
     assert (prot.obs["role"] == rna.obs["role"]).all() and "protein" in both.obsm
     with pytest.raises(ValueError, match="needs obsm"):
         _prep(_fold(raw_adata, test), n_top_genes=50, features="protein")
+
+
+def test_features_protein_keeps_already_normalised_adts_as_they_are(raw_adata):
+    """CLR-scaled ADTs (CBMC's file) are not counts: log1p would make NaN of the negative values."""
+    a = raw_adata.copy()
+    clr = np.random.default_rng(1).normal(0, 1, size=(a.n_obs, 2)).astype(np.float32)
+    a.obsm["protein"], a.uns["protein_names"] = clr, ["CD3", "CD19"]
+    prot = _prep(_fold(a, np.arange(a.n_obs) % 5 == 0), n_top_genes=50, features="protein")
+    kept = a.obs_names.get_indexer(prot.obs_names)
+    assert np.allclose(prot.X.toarray(), clr[kept]) and not np.isnan(prot.X.toarray()).any()

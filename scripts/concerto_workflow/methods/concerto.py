@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ..columns import BATCH, TRAIN
+from ..preprocessing import is_counts
 
 
 def set_threads(threads: int | None) -> None:
@@ -25,12 +26,6 @@ def set_threads(threads: int | None) -> None:
         set_cpu_threads(threads)
     except RuntimeError as e:                     # TF's "cannot be modified after initialization"
         print(f"[concerto] keeping TensorFlow's current thread setting: {e}", flush=True)
-
-
-def is_counts(values) -> bool:
-    """Whether a matrix holds counts (non-negative integers) rather than normalised values."""
-    v = np.asarray(values)
-    return bool(np.all(v >= 0) and np.all(v == np.round(v)))
 
 
 def reference_modalities(a, second_modality: str = "") -> dict | None:
