@@ -94,6 +94,7 @@ rule plot_overall_figure:
         figure=figures_of("overall"),
     params:
         figure=figure_params,
+        facts=lambda w: wc_cfg.overall_study_facts(config, config["figures"][w.figure]["experiments"]),
         caption=caption_text,
         benchmark_dir="results/benchmarks",
     log:

@@ -341,6 +341,16 @@ def extend_config(config: dict, repo: str = REPO) -> dict:
     return out
 
 
+def overall_study_facts(config: dict, experiments: list[str]) -> dict:
+    """What Fig 4h's overall table (concerto_workflow.overall) needs from the study itself,
+    passed to the plotting job as rule params (a JSON-able dict; the job's own view of the
+    config lacked the experiments): the preprocessing ids on all genes, and the (experiment,
+    method) runs trained with a second modality."""
+    return {"all_gene_preps": [p for p, v in config["preprocessing"].items() if hvg_count(v) is None],
+            "multimodal_runs": [[x, m] for x in experiments for m in config["experiments"][x]["methods"]
+                                if method_params(config, x, m).get("second_modality")]}
+
+
 def static_folds(config: dict, experiment: str) -> list[str] | None:
     return fold_names(config["splits"][config["experiments"][experiment]["split"]])
 

@@ -1,4 +1,6 @@
 """Fig 4h: the overall comparison is computed from score rows, never typed in."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -62,3 +64,15 @@ def test_a_method_in_two_tools_is_refused():
 
     with pytest.raises(ValueError, match="two tools"):
         overall.overall_table(_scores(), {"A": ["pca"], "B": ["pca"]})
+
+
+def test_overall_study_facts_name_all_gene_preprocessing_and_multimodal_runs():
+    import yaml
+
+    from concerto_workflow.workflow_config import overall_study_facts
+
+    cfg = yaml.safe_load(open(Path(__file__).resolve().parents[2] / "config.yaml"))
+    facts = overall_study_facts(cfg, cfg["figures"]["fig4h_overall"]["experiments"])
+    assert "all_genes" in facts["all_gene_preps"] and "hvg2000" not in facts["all_gene_preps"]
+    assert ["pbmc_protein_inference", "concerto"] in facts["multimodal_runs"]
+    assert all(m != "pca" for _, m in facts["multimodal_runs"])
