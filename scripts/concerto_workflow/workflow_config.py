@@ -132,8 +132,8 @@ def _check_dataset(name: str, d: dict) -> None:
 
 
 def _check_concat(name: str, datasets: dict) -> None:
-    """A concat dataset names at least two other datasets of the config, none twice, and no
-    chain of concats leads back to itself."""
+    """A concat dataset names at least two other datasets of the config, none twice, no chain of
+    concats leads back to itself, and its origin column is new to its parts."""
     from .columns import DATASET_COLUMNS
 
     key = f"datasets.{name}.concat"
@@ -149,9 +149,6 @@ def _check_concat(name: str, datasets: dict) -> None:
             raise ConfigError(f"config key '{key}.datasets': {name!r} cannot contain itself")
         if p not in datasets:
             raise ConfigError(f"config key '{key}.datasets': unknown dataset {p!r}; defined: {sorted(datasets)}")
-    if c.get("origin_col", "origin") in DATASET_COLUMNS:
-        raise ConfigError(f"config key '{key}.origin_col' = {c['origin_col']!r} would overwrite a standard "
-                          f"column {DATASET_COLUMNS}")
 
     def walk(n: str, path: list[str]) -> None:
         if datasets[n]["source"] != "concat":
@@ -164,6 +161,15 @@ def _check_concat(name: str, datasets: dict) -> None:
                 walk(p, path + [p])
 
     walk(name, [name])
+    origin = c.get("origin_col", "origin")
+    if origin in DATASET_COLUMNS:
+        raise ConfigError(f"config key '{key}.origin_col' = {origin!r} would overwrite a standard "
+                          f"column {DATASET_COLUMNS}")
+    for p in parts:   # a concat of concats: the parts already carry their own origin column
+        inner = datasets[p].get("concat") or {}
+        if datasets[p]["source"] == "concat" and inner.get("origin_col", "origin") == origin:
+            raise ConfigError(f"config key '{key}.origin_col' = {origin!r} is also the origin_col of part {p!r} "
+                              f"(a concat itself); give one of them another name")
 
 
 def _check_split(name: str, s: dict, datasets: dict) -> None:

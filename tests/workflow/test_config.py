@@ -169,6 +169,8 @@ def _concat_study(**mixed):
         other={"source": "concat", "concat": {"datasets": ["pan2", "mixed"]}}),
      "'datasets.mixed.concat.datasets': a cycle of concat datasets mixed -> other -> mixed"),
     (lambda c: c["datasets"]["mixed"]["concat"].update(origin_col="tech"), "origin_col' = 'tech'"),
+    (lambda c: c["datasets"].update(outer={"source": "concat", "concat": {"datasets": ["mixed", "pan2"]}}),
+     "'datasets.outer.concat.origin_col' = 'origin' is also the origin_col of part 'mixed'"),
     (lambda c: c["datasets"]["mixed"].update(concat={}), "'datasets.mixed.concat.datasets' needs at least 2"),
 ])
 def test_concat_dataset_errors_name_the_key(mutate, message):
