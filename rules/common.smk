@@ -37,8 +37,11 @@ def dataset_cfg(wildcards):
 
 def dataset_file(wildcards):
     """The real data's h5ad: a download (source real), a local file (source local), a converted
-    source of config/sources.yaml (source download), or none (stand-in)."""
+    source of config/sources.yaml (source download), the parts' prepared files (source concat,
+    in the order of concat.datasets), or none (stand-in)."""
     d = dataset_cfg(wildcards)
+    if d["source"] == "concat":
+        return [f"results/data/{part}/raw.h5ad" for part in d["concat"]["datasets"]]
     if d["source"] == "real":
         return f"results/downloads/{wildcards.dataset}.h5ad"
     if d["source"] == "local":

@@ -1,5 +1,6 @@
 # Datasets in the common schema: X raw counts (CSR), obs cell_type / batch / tech. Sources of
-# kind 'download' come from rules/download.smk.
+# kind 'download' come from rules/download.smk; a 'concat' dataset is made from its parts'
+# prepared files (dataset_file in rules/common.smk), so the parts are prepared first.
 
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .columns import BATCH, DATASET_COLUMNS, PROTEIN, PROTEIN_NAMES
 from .converters import tech_from_batch
 
 REQUIRED_OBS = ("cell_type", "batch", "tech")
@@ -106,3 +107,102 @@ def to_common_schema(a: ad.AnnData) -> ad.AnnData:
     a.var_names_make_unique()
     a.obs_names_make_unique()
     return a
+
+
+#: fewer shared genes than this make a concatenation useless (almost surely different gene
+#: identifiers, e.g. Ensembl ids in one part and symbols in the other)
+MIN_SHARED_GENES = 100
+CONCAT_SEPARATOR = ":"   # part name and cell name / batch value, when they are prefixed
+
+
+def concat_datasets(parts: dict[str, ad.AnnData], *, origin_col: str = "origin",
+                    min_shared_genes: int = MIN_SHARED_GENES) -> ad.AnnData:
+    """One dataset made of several prepared ones (config source ``concat``), in the common schema.
+
+    ``parts``: part name (a dataset of the config) -> its prepared AnnData, in order. Genes are
+    the intersection of the parts' var_names (inner join, in the first part's order);
+    ``obs[origin_col]`` names each cell's part. The obs columns every part has are kept (the
+    standard :data:`~concerto_workflow.columns.DATASET_COLUMNS` always), others dropped with a
+    printed note. When two parts share a batch value, every batch value becomes
+    ``<part>:<batch>``, so batches of different studies stay distinct; likewise cell names
+    become ``<part>:<name>`` when two parts share one. ``obsm['protein']`` is kept only if every
+    part has it with the same protein names (reordered to the first part's order); other obsm
+    keys are dropped (an embedding of one study is not one of the others).
+    """
+    names = list(parts)
+    if len(names) < 2:
+        raise ValueError(f"a concatenation needs at least 2 datasets, got {names}")
+    if origin_col in DATASET_COLUMNS:
+        raise ValueError(f"origin_col = {origin_col!r} would overwrite a standard column {DATASET_COLUMNS}")
+    for n, a in parts.items():
+        missing = [c for c in DATASET_COLUMNS if c not in a.obs]
+        if missing:
+            raise KeyError(f"dataset {n!r} lacks obs columns {missing}: concatenate prepared datasets only")
+        if origin_col in a.obs:
+            raise ValueError(f"dataset {n!r} already has obs column {origin_col!r} (a concatenation "
+                             f"itself?); choose another origin_col")
+    shared = set.intersection(*(set(a.var_names) for a in parts.values()))
+    genes = [g for g in parts[names[0]].var_names if g in shared]
+    if len(genes) < min_shared_genes:
+        sizes = ", ".join(f"{n} {parts[n].n_vars}" for n in names)
+        raise ValueError(f"datasets {names} share only {len(genes)} genes (fewer than {min_shared_genes}; "
+                         f"genes per dataset: {sizes}); do they name genes the same way (symbols vs "
+                         f"Ensembl ids, human vs mouse)?")
+
+    columns = [c for c in parts[names[0]].obs.columns if all(c in a.obs for a in parts.values())]
+    dropped = sorted({c for a in parts.values() for c in a.obs.columns} - set(columns))
+    if dropped:
+        print(f"concat {names}: obs columns {dropped} are not in every part; dropped", flush=True)
+    batch_clash = _shared_values([a.obs[BATCH].astype(str) for a in parts.values()])
+    name_clash = _shared_values([a.obs_names.to_series() for a in parts.values()])
+    obs = []
+    for n, a in parts.items():
+        o = a.obs[columns].copy()
+        for c in columns:
+            if isinstance(o[c].dtype, pd.CategoricalDtype):
+                o[c] = o[c].astype(str)     # categories differ between parts
+        if batch_clash:
+            o[BATCH] = n + CONCAT_SEPARATOR + o[BATCH].astype(str)
+        o[origin_col] = n
+        o.index = [n + CONCAT_SEPARATOR + c for c in a.obs_names] if name_clash else list(a.obs_names)
+        obs.append(o)
+    obs = pd.concat(obs)
+    for c in columns + [origin_col]:
+        if obs[c].dtype == object:
+            obs[c] = pd.Categorical(obs[c].astype(str))
+    X = sp.vstack([sp.csr_matrix(a[:, genes].X, dtype=np.float32) for a in parts.values()], format="csr")
+    out = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
+
+    proteins = [_protein_names(a) for a in parts.values()]
+    if all(p is not None and sorted(p) == sorted(proteins[0]) for p in proteins):
+        order = proteins[0]
+        out.obsm[PROTEIN] = np.vstack([np.asarray(a.obsm[PROTEIN], dtype=np.float32)[:, [p.index(x) for x in order]]
+                                       for a, p in zip(parts.values(), proteins)])
+        out.uns[PROTEIN_NAMES] = order
+    elif any(PROTEIN in a.obsm for a in parts.values()):
+        print(f"concat {names}: obsm['{PROTEIN}'] dropped (not in every part with the same protein names: "
+              + ", ".join(f"{n} {'none or unnamed' if p is None else len(p)}" for n, p in zip(names, proteins))
+              + ")", flush=True)
+    other = sorted({k for a in parts.values() for k in a.obsm} - {PROTEIN})
+    if other:
+        print(f"concat {names}: obsm keys {other} dropped (not comparable across datasets)", flush=True)
+    return to_common_schema(out)
+
+
+def _shared_values(series: list[pd.Series]) -> bool:
+    """Whether any value occurs in two of the series."""
+    seen: set = set()
+    for s in series:
+        values = set(s)
+        if seen & values:
+            return True
+        seen |= values
+    return False
+
+
+def _protein_names(a: ad.AnnData) -> list[str] | None:
+    """The names of ``obsm['protein']``'s columns; None without the slot or without one name per column."""
+    names = a.uns.get(PROTEIN_NAMES)
+    if PROTEIN not in a.obsm or names is None or len(names) != a.obsm[PROTEIN].shape[1]:
+        return None
+    return [str(x) for x in names]

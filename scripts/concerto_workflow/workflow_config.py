@@ -131,6 +131,47 @@ def _check_dataset(name: str, d: dict) -> None:
                               f"{unknown}; it takes {sorted(p for p in params)}")
 
 
+def _check_concat(name: str, datasets: dict) -> None:
+    """A concat dataset names at least two other datasets of the config, none twice, no chain of
+    concats leads back to itself, and its origin column is new to its parts."""
+    from .columns import DATASET_COLUMNS
+
+    key = f"datasets.{name}.concat"
+    c = datasets[name].get("concat") or {}
+    parts = c.get("datasets") or []
+    if len(parts) < 2:
+        raise ConfigError(f"config key '{key}.datasets' needs at least 2 dataset names when "
+                          f"'datasets.{name}.source' is 'concat' (got {parts})")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"config key '{key}.datasets' names a dataset twice: {parts}")
+    for p in parts:
+        if p == name:
+            raise ConfigError(f"config key '{key}.datasets': {name!r} cannot contain itself")
+        if p not in datasets:
+            raise ConfigError(f"config key '{key}.datasets': unknown dataset {p!r}; defined: {sorted(datasets)}")
+
+    def walk(n: str, path: list[str]) -> None:
+        if datasets[n]["source"] != "concat":
+            return
+        for p in (datasets[n].get("concat") or {}).get("datasets") or []:
+            if p == name:
+                raise ConfigError(f"config key '{key}.datasets': a cycle of concat datasets "
+                                  f"{' -> '.join(path + [p])}")
+            if p in datasets and p not in path:   # a cycle elsewhere is reported by its own entry
+                walk(p, path + [p])
+
+    walk(name, [name])
+    origin = c.get("origin_col", "origin")
+    if origin in DATASET_COLUMNS:
+        raise ConfigError(f"config key '{key}.origin_col' = {origin!r} would overwrite a standard "
+                          f"column {DATASET_COLUMNS}")
+    for p in parts:   # a concat of concats: the parts already carry their own origin column
+        inner = datasets[p].get("concat") or {}
+        if datasets[p]["source"] == "concat" and inner.get("origin_col", "origin") == origin:
+            raise ConfigError(f"config key '{key}.origin_col' = {origin!r} is also the origin_col of part {p!r} "
+                              f"(a concat itself); give one of them another name")
+
+
 def _check_split(name: str, s: dict, datasets: dict) -> None:
     key = f"splits.{name}"
     for k in SPLIT_KEYS[s["kind"]]:
@@ -277,6 +318,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def check_config(config: dict) -> None:
     for name, d in config["datasets"].items():
         _check_dataset(name, d)
+        if d["source"] == "concat":
+            _check_concat(name, config["datasets"])
     for name, s in config.get("splits", {}).items():
         _check_split(name, s, config["datasets"])
     for name, e in enabled_experiments(config).items():
@@ -310,14 +353,18 @@ def data_origin(config: dict, experiments) -> str:
         e = config["experiments"][x]
         split = config["splits"][e["split"]]
         names += [e["dataset"]] + ([split["query_dataset"]] if split["kind"] == "cross_dataset" else [])
-    kinds = []
-    for n in dict.fromkeys(names):
-        d = config["datasets"][n]
-        where = {"standin": "simulated stand-in", "real": f"real data from {d.get('real', {}).get('url')}",
-                 "local": f"real data from {d.get('local', {}).get('path')}",
-                 "download": f"real data, source {d.get('download', {}).get('source_id')} of config/sources.yaml"}
-        kinds.append(f"{n}: {where[d['source']]}")
-    return "Data: " + "; ".join(kinds) + "."
+    return "Data: " + "; ".join(_origin(config, n) for n in dict.fromkeys(names)) + "."
+
+
+def _origin(config: dict, name: str) -> str:
+    d = config["datasets"][name]
+    if d["source"] == "concat":
+        return f"{name}: the cells of [" + "; ".join(_origin(config, p) for p in d["concat"]["datasets"]) + \
+            "] concatenated on their shared genes"
+    where = {"standin": "simulated stand-in", "real": f"real data from {d.get('real', {}).get('url')}",
+             "local": f"real data from {d.get('local', {}).get('path')}",
+             "download": f"real data, source {d.get('download', {}).get('source_id')} of config/sources.yaml"}
+    return f"{name}: {where[d['source']]}"
 
 
 def extend_config(config: dict, repo: str = REPO) -> dict:

@@ -152,3 +152,57 @@ def test_kfold_max_folds_above_k_and_table_metrics_nobody_computes_are_refused(c
     validate(c, SCHEMA)
     with pytest.raises(ConfigError, match="no experiment of the table computes \\['ari'\\]"):
         check_config(c)
+
+
+
+def _concat_study(**mixed):
+    """A tiny study: an annotation experiment on 'mixed', a concat of two pancreas stand-ins (sharing
+    their genes and batch names) or of ``mixed``."""
+    return {"datasets": {"pan": {"source": "standin", "standin": {"maker": "pancreas", "n_cells": 200, "n_genes": 150}},
+                         "pan2": {"source": "standin", "standin": {"maker": "pancreas", "n_cells": 200, "n_genes": 150,
+                                                                    "seed": 1}},
+                         "mixed": {"source": "concat", "concat": mixed or {"datasets": ["pan", "pan2"]}}},
+            "splits": {"cv": {"kind": "kfold", "k": 2, "max_folds": 1}},
+            "preprocessing": {"hvg100": {"n_top_genes": 100, "min_genes": 10}},
+            "experiments": {"e": {"task": "annotate", "dataset": "mixed", "split": "cv", "preprocessing": ["hvg100"],
+                                  "methods": ["majority"], "metrics": ["accuracy"]}},
+            "covid": {"enabled": False}}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["datasets"]["mixed"]["concat"].update(datasets=["pan", "nope"]),
+     "'datasets.mixed.concat.datasets': unknown dataset 'nope'"),
+    (lambda c: c["datasets"]["mixed"]["concat"].update(datasets=["pan", "mixed"]), "'mixed' cannot contain itself"),
+    (lambda c: c["datasets"]["mixed"]["concat"].update(datasets=["pan", "pan"]), "names a dataset twice"),
+    (lambda c: c["datasets"]["mixed"]["concat"].update(datasets=["pan", "other"]) or c["datasets"].update(
+        other={"source": "concat", "concat": {"datasets": ["pan2", "mixed"]}}),
+     "'datasets.mixed.concat.datasets': a cycle of concat datasets mixed -> other -> mixed"),
+    (lambda c: c["datasets"]["mixed"]["concat"].update(origin_col="tech"), "origin_col' = 'tech'"),
+    (lambda c: c["datasets"].update(outer={"source": "concat", "concat": {"datasets": ["mixed", "pan2"]}}),
+     "'datasets.outer.concat.origin_col' = 'origin' is also the origin_col of part 'mixed'"),
+    (lambda c: c["datasets"]["mixed"].update(concat={}), "'datasets.mixed.concat.datasets' needs at least 2"),
+])
+def test_concat_dataset_errors_name_the_key(mutate, message):
+    cfg = _concat_study()
+    mutate(cfg)
+    validate(cfg, SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+
+
+def test_concat_of_two_standins_plans_their_preparation_first(tmp_path):
+    """A dry run of a tiny study whose experiment uses a concat of two stand-ins: the parts are
+    prepared before the concat, which is split; the caption names both parts."""
+    from concerto_workflow.workflow_config import data_origin
+
+    cfg = _concat_study()
+    r = _dry_run(tmp_path, cfg, "--cores", "1")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for name in ("pan", "pan2", "mixed"):
+        assert f"results/data/{name}/raw.h5ad" in out, name
+    assert "results/e/split.tsv" in out
+    validate(cfg, SCHEMA)
+    assert data_origin(cfg, ["e"]) == ("Data: mixed: the cells of [pan: simulated stand-in; pan2: simulated "
+                                       "stand-in] concatenated on their shared genes.")
+    assert not (tmp_path / "results").exists()

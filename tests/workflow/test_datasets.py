@@ -80,3 +80,70 @@ def test_convert_real_lognorm_values_and_a_named_protein_slot(tmp_path):
         datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", protein_obsm="ADT")
     with pytest.raises(ValueError, match="values"):
         datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", values="scaled")
+
+
+def _part(genes, batches, cells, labels=None, protein=None, extra=None):
+    """A prepared dataset (common schema) with X[i, j] = 100 * i + j, so rows and genes can be traced."""
+    n = len(cells)
+    obs = pd.DataFrame({"cell_type": labels or ["T"] * n, "batch": batches, "tech": ["10x"] * n, **(extra or {})},
+                       index=cells)
+    a = ad.AnnData(sp.csr_matrix(np.add.outer(100 * np.arange(n), np.arange(len(genes))).astype(np.float32)),
+                   obs=obs, var=pd.DataFrame(index=genes))
+    if protein is not None:
+        a.obsm["protein"] = np.tile(np.arange(len(protein), dtype=np.float32), (n, 1))
+        a.uns["protein_names"] = protein
+    return datasets.to_common_schema(a)
+
+
+GENES = [f"G{i}" for i in range(120)]
+
+
+def test_concat_keeps_the_shared_genes_and_records_the_origin():
+    thymus = _part(GENES + ["TH1"], ["d1", "d2"], ["a", "b"], ["DP", "SP"], extra={"donor": ["d1", "d2"]})
+    pbmc = _part(["PB1"] + GENES[::-1], ["e1", "e1", "e2"], ["c", "d", "e"], ["B", "T", "NK"])
+    out = datasets.concat_datasets({"thymus": thymus, "pbmc": pbmc})
+    assert list(out.var_names) == GENES                       # first part's order, private genes gone
+    assert list(out.obs_names) == list("abcde")               # no clash: names unchanged
+    assert list(out.obs["origin"]) == ["thymus"] * 2 + ["pbmc"] * 3
+    assert list(out.obs["batch"]) == ["d1", "d2", "e1", "e1", "e2"]   # no clash: batches unchanged
+    assert list(out.obs["cell_type"]) == ["DP", "SP", "B", "T", "NK"]
+    assert "donor" not in out.obs                             # not in every part
+    # pbmc's genes were reversed with PB1 first: its G0 is column 120 of its own X
+    assert out.X[2, 0] == pbmc.X[0, 120] and out.X[1, 5] == thymus.X[1, 5]
+    assert out.X.format == "csr" and out.X.dtype == np.float32
+    assert all(isinstance(out.obs[c].dtype, pd.CategoricalDtype) for c in ("cell_type", "batch", "tech", "origin"))
+
+
+def test_concat_keeps_clashing_batches_and_cell_names_apart():
+    a = _part(GENES, ["b1", "b2"], ["c1", "c2"])
+    b = _part(GENES, ["b1", "b1"], ["c1", "x"])
+    out = datasets.concat_datasets({"a": a, "b": b}, origin_col="study")
+    assert list(out.obs["batch"]) == ["a:b1", "a:b2", "b:b1", "b:b1"]
+    assert list(out.obs_names) == ["a:c1", "a:c2", "b:c1", "b:x"]
+    assert out.obs["batch"].nunique() == 3 and list(out.obs["study"]) == ["a", "a", "b", "b"]
+
+
+def test_concat_keeps_protein_only_when_every_part_has_the_same_proteins(capsys):
+    a = _part(GENES, ["b1"], ["c1"], protein=["CD3", "CD4"])
+    b = _part(GENES, ["b2"], ["c2"], protein=["CD4", "CD3"])   # same proteins, other order
+    out = datasets.concat_datasets({"a": a, "b": b})
+    assert list(out.uns["protein_names"]) == ["CD3", "CD4"]
+    np.testing.assert_array_equal(out.obsm["protein"], [[0, 1], [1, 0]])   # b's columns reordered
+    c = _part(GENES, ["b3"], ["c3"])                             # no proteins
+    out = datasets.concat_datasets({"a": a, "c": c})
+    assert "protein" not in out.obsm and "protein_names" not in out.uns
+    assert "obsm['protein'] dropped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("parts, kwargs, error, message", [
+    (lambda: {"human": _part(GENES[:99] + ["H"], ["b"], ["c"]), "mouse": _part(GENES[:99] + ["m"], ["b"], ["d"])},
+     {}, ValueError, r"datasets \['human', 'mouse'\] share only 99 genes .*human 100, mouse 100"),
+    (lambda: {"only": _part(GENES, ["b"], ["c"])}, {}, ValueError, "at least 2 datasets"),
+    (lambda: {"a": _part(GENES, ["b"], ["c"]), "b": _part(GENES, ["b"], ["d"])}, {"origin_col": "batch"},
+     ValueError, "would overwrite a standard column"),
+    (lambda: {"a": _part(GENES, ["b"], ["c"], extra={"origin": ["x"]}), "b": _part(GENES, ["b"], ["d"])}, {},
+     ValueError, "dataset 'a' already has obs column 'origin'"),
+])
+def test_concat_errors_name_the_datasets(parts, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        datasets.concat_datasets(parts(), **kwargs)

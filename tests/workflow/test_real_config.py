@@ -1,5 +1,6 @@
-"""config/real.yaml: the dry run plans download -> convert -> prepare -> split for every dataset
-and experiment (nothing is fetched), and a download source naming an unknown entry is refused."""
+"""config/real.yaml: the dry run plans download -> convert -> prepare (-> concatenate) -> split for
+every dataset and experiment (nothing is fetched), and a download source naming an unknown entry is
+refused."""
 import re
 import subprocess
 import sys
@@ -29,8 +30,16 @@ def test_real_study_keeps_every_experiment_and_only_downloads(real):
     simulated = {n for n, d in real["datasets"].items()
                  if d.get("standin", {}).get("maker") in ("scsim_scale", "splat_robustness")}
     assert {"scsim_1k", "scsim_4k", "splat_de0.2"} <= simulated
-    assert {d["source"] for n, d in real["datasets"].items() if n not in simulated} == {"download"}
+    assert {d["source"] for n, d in real["datasets"].items() if n not in simulated} == {"download", "concat"}
     check_config(real)
+
+
+def test_fig2c_dataset_is_the_thymus_atlas_concatenated_with_pbmc45k(real):
+    """Paper Fig 2c trains and tests on thymus (Park 2020) + PBMC45k (Ding 2020) cells together."""
+    d = real["datasets"]["thymus_pbmc45k"]
+    assert d["source"] == "concat"
+    parts = d["concat"]["datasets"]
+    assert [real["datasets"][p]["download"]["source_id"] for p in parts] == ["park2020_thymus", "ding2020_pbmc"]
 
 
 def test_unknown_source_id_is_named(real):
@@ -56,7 +65,8 @@ def test_dry_run_lists_download_convert_and_experiment_jobs(real, tmp_path):
             assert S.download_path(sid, role, f["url"]) in outputs, (sid, role)
     assert S.gene_map_path("mgi_homology") in outputs
     used = {real["experiments"][x]["dataset"] for x in enabled_experiments(real)}
-    for name in used:
+    used |= {p for n in used if real["datasets"][n]["source"] == "concat" for p in real["datasets"][n]["concat"]["datasets"]}
+    for name in used:   # the experiments' datasets and the parts of concatenated ones
         assert f"results/data/{name}/raw.h5ad" in outputs, name
     for x in enabled_experiments(real):
         assert f"results/{x}/split.tsv" in outputs, x
