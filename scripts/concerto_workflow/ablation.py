@@ -438,10 +438,10 @@ def select_settings(scores: pd.DataFrame, metric: str = "accuracy") -> pd.DataFr
 
 def summary_table(scores: pd.DataFrame) -> pd.DataFrame:
     """task x setting (Concerto settings and baselines): mean and sd over seeds of the query and
-    validation accuracy / macro-F1, with the validation-selected setting marked."""
+    validation accuracy / macro-F1 (sd: sample, ddof 1), with the validation-selected setting marked."""
     ok = scores[scores["status"] == "ok"]
     g = ok.groupby(["task", "setting", "split", "metric"])["value"]
-    table = pd.concat([g.mean().rename("mean"), g.std(ddof=0).rename("sd"), g.size().rename("n")], axis=1).reset_index()
+    table = pd.concat([g.mean().rename("mean"), g.std(ddof=1).rename("sd"), g.size().rename("n")], axis=1).reset_index()
     wide = table.pivot_table(index=["task", "setting"], columns=["split", "metric"], values=["mean", "sd"])
     wide.columns = [f"{split}_{metric}_{stat}" for stat, split, metric in wide.columns]
     wide = wide.reset_index()
