@@ -13,8 +13,8 @@ FIGURES = {n: f for n, f in config.get("figures", {}).items() if wc_cfg.figure_e
 CELLS = "results/{experiment}/{fold}/{prep}/cells.h5ad"
 MODEL = "results/{experiment}/{fold}/{prep}/concerto_model/seed{seed}"
 OUTPUT = "results/{experiment}/{fold}/{prep}/{method}/seed{seed}.h5ad"
-SCORES = "results/{experiment}/{fold}/{prep}/{method}/seed{seed}.scores.tsv"
-UMAP = "results/{experiment}/{fold}/{prep}/{method}/seed{seed}.umap.tsv"
+# the 2-d UMAP coordinates of every method a figure draws on this fold (column 'method')
+UMAPS = "results/{experiment}/{fold}/{prep}/umap_seed{seed}.tsv"
 
 
 def _alternatives(names):
@@ -87,6 +87,12 @@ def split_datasets(wildcards):
     return out
 
 
+def concerto_threads():
+    """Threads of a Concerto job: config concerto_threads (0 = all cores), at most --cores."""
+    n = config["concerto_threads"]
+    return workflow.cores if n == 0 else min(n, workflow.cores)
+
+
 def method_inputs(wildcards):
     out = {"cells": CELLS.format(**wildcards)}
     if REGISTRY[wildcards.method].needs_model:
@@ -109,8 +115,8 @@ def fold_outputs(name, pattern, methods=None, preps=None, seeds=None, folds=None
                   method=methods or e["methods"], seed=seeds or e["seeds"])
 
 
-def experiment_scores(wildcards):
-    return fold_outputs(wildcards.experiment, SCORES)
+def experiment_outputs(wildcards):
+    return fold_outputs(wildcards.experiment, OUTPUT)
 
 
 def figure_spec(wildcards):
@@ -128,10 +134,30 @@ def _figure_focus(f):
     return name, f.get("preprocessing") or e["preprocessing"][0], f.get("fold") or folds_of(name)[0], e["seeds"][0]
 
 
+def figure_umap_methods(f):
+    """Methods whose UMAP a figure draws: its `methods` (default the experiment's); the first
+    only for a measured-vs-inferred figure, which lays every row out on that method's UMAP."""
+    e = config["experiments"][f["experiments"][0]]
+    methods = list(f.get("methods") or e["methods"])
+    return methods[:1] if f["type"] == "feature_umap" and e["task"] == "impute" else methods
+
+
 def figure_umaps(wildcards):
-    f = figure_spec(wildcards)
-    name, prep, fold, seed = _figure_focus(f)
-    return fold_outputs(name, UMAP, methods=f.get("methods") or None, preps=[prep], folds=[fold], seeds=[seed])
+    name, prep, fold, seed = _figure_focus(figure_spec(wildcards))
+    return UMAPS.format(experiment=name, fold=fold, prep=prep, seed=seed)
+
+
+def umap_inputs(wildcards):
+    """The outputs of the methods any UMAP figure draws on this experiment's fold: one job
+    computes them all (a job per method spent more time starting than computing)."""
+    methods = []
+    for f in FIGURES.values():
+        if f["type"] not in ("umap_grid", "feature_umap") or f["experiments"][0] != wildcards.experiment:
+            continue
+        _, prep, fold, seed = _figure_focus(f)
+        if (prep, str(fold), int(seed)) == (wildcards.prep, wildcards.fold, int(wildcards.seed)):
+            methods += [m for m in figure_umap_methods(f) if m not in methods]
+    return [OUTPUT.format(method=m, **wildcards) for m in methods]
 
 
 def figure_method_outputs(wildcards):
@@ -150,10 +176,10 @@ def figure_marker_inputs(wildcards):
     if f["type"] == "feature_umap" and config["experiments"][name]["task"] == "impute":
         # measured vs each method's inferred values, on the UMAP of the first method's space
         methods = f.get("methods") or config["experiments"][name]["methods"]
-        out["umaps"] = fold_outputs(name, UMAP, methods=methods[:1], preps=[prep], folds=[fold], seeds=[seed])
+        out["umaps"] = UMAPS.format(experiment=name, fold=fold, prep=prep, seed=seed)
         out["outputs"] = fold_outputs(name, OUTPUT, methods=methods, preps=[prep], folds=[fold], seeds=[seed])
     elif f["type"] == "feature_umap":
-        out["umaps"] = fold_outputs(name, UMAP, preps=[prep], folds=[fold], seeds=[seed])
+        out["umaps"] = UMAPS.format(experiment=name, fold=fold, prep=prep, seed=seed)
     else:
         out["outputs"] = fold_outputs(name, OUTPUT, preps=[prep], folds=[fold], seeds=[seed])
     return out
@@ -185,7 +211,7 @@ def figure_params(wildcards):
                dict.fromkeys(m for x in f["experiments"] for m in wc_cfg.experiment_metrics(config, x)))
     metrics = list(f.get("metrics") or default)
     title = f.get("title") or "; ".join(config["experiments"][x].get("description") or x for x in f["experiments"])
-    return dict(type=f["type"], metrics=metrics, x=f.get("x", "preprocessing"), title=title,
+    return dict(type=f["type"], metrics=metrics, umap_methods=figure_umap_methods(f), x=f.get("x", "preprocessing"), title=title,
                 markers=dict(f.get("markers", {})), group_by=f.get("group_by", "cell_type"), n_top=f.get("n_top", 20),
                 color_by=list(f.get("color_by", ["cell_type", "batch"])), method=f.get("method", CONCERTO),
                 paper_methods=list(f.get("paper_methods", [])), features=list(f.get("features", [])),

@@ -32,7 +32,7 @@ rule covid_map:
         "results/logs/covid/map.log",
     benchmark:
         "results/benchmarks/covid/map.tsv"
-    threads: workflow.cores
+    threads: concerto_threads()
     priority: 10
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,

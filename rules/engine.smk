@@ -63,8 +63,8 @@ rule train_concerto:
         "results/logs/train_concerto/{experiment}_{fold}_{prep}_seed{seed}.log",
     benchmark:
         "results/benchmarks/train_concerto/{experiment}_{fold}_{prep}_seed{seed}.tsv"
-    threads: workflow.cores
-    # before single-threaded competitors, which would otherwise hold a core while it waits for all
+    threads: concerto_threads()
+    # first: the method jobs of its fold wait for the model
     priority: 10
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
@@ -101,7 +101,7 @@ rule run_method:
         "results/logs/run_method/{experiment}_{fold}_{prep}_{method}_seed{seed}.log",
     benchmark:
         "results/benchmarks/run_method/{experiment}_{fold}_{prep}_{method}_seed{seed}.tsv"
-    threads: lambda wc: workflow.cores if REGISTRY[wc.method].needs_model else 1
+    threads: lambda wc: concerto_threads() if REGISTRY[wc.method].needs_model else 1
     resources:
         mem_mb=lambda wc, attempt: 6000 * attempt,
     conda:
@@ -114,66 +114,47 @@ rule run_method:
 
 rule score:
     input:
-        OUTPUT,
+        experiment_outputs,
     output:
-        SCORES,
+        "results/{experiment}/scores.tsv",
     params:
         task=lambda wc: experiment(wc)["task"],
         metrics=lambda wc: wc_cfg.experiment_metrics(config, wc.experiment),
         metric_params=dict(config["metric_params"], seed=config["seed"]),
     log:
-        "results/logs/score/{experiment}_{fold}_{prep}_{method}_seed{seed}.log",
+        "results/logs/score/{experiment}.log",
     benchmark:
-        "results/benchmarks/score/{experiment}_{fold}_{prep}_{method}_seed{seed}.tsv"
+        "results/benchmarks/score/{experiment}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         "../envs/workflow.yaml"
     message:
-        "Scoring {wildcards.method} on {wildcards.experiment}, fold {wildcards.fold} ({wildcards.prep}, seed {wildcards.seed})"
+        "Scoring every method output of {wildcards.experiment}"
     script:
         "../scripts/score.py"
 
 
 rule umap:
     input:
-        OUTPUT,
+        umap_inputs,
     output:
-        UMAP,
+        UMAPS,
     params:
         task=lambda wc: experiment(wc)["task"],
         n_neighbors=config["umap"]["n_neighbors"],
         seed=config["seed"],
     log:
-        "results/logs/umap/{experiment}_{fold}_{prep}_{method}_seed{seed}.log",
+        "results/logs/umap/{experiment}_{fold}_{prep}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/umap/{experiment}_{fold}_{prep}_{method}_seed{seed}.tsv"
+        "results/benchmarks/umap/{experiment}_{fold}_{prep}_seed{seed}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         "../envs/workflow.yaml"
     message:
-        "UMAP of {wildcards.method}'s embedding ({wildcards.experiment}, {wildcards.prep})"
+        "UMAPs of the embeddings the figures of {wildcards.experiment} draw ({wildcards.fold}, {wildcards.prep})"
     script:
         "../scripts/umap_coordinates.py"
-
-
-localrules:
-    collect,
-
-
-rule collect:
-    input:
-        experiment_scores,
-    output:
-        "results/{experiment}/scores.tsv",
-    log:
-        "results/logs/collect/{experiment}.log",
-    conda:
-        "../envs/workflow.yaml"
-    message:
-        "Collecting the scores of {wildcards.experiment}"
-    script:
-        "../scripts/collect.py"

@@ -2,8 +2,6 @@ from concerto_workflow.logs import redirect_output; redirect_output(snakemake.lo
 """Marker figures of one fold (paper Fig 4d): feature heatmaps over each method's UMAP
 (feature_umap) or marker expression against the distance to a target type (marker_distance).
 Writes the drawn numbers next to the figure (results/figures/<name>.tsv)."""
-from pathlib import Path
-
 import anndata as ad
 import pandas as pd
 
@@ -12,10 +10,7 @@ from concerto_workflow import figures, marker_maps, outputs
 sm = snakemake  # noqa: F821
 f = sm.params.figure
 cells = ad.read_h5ad(sm.input.cells)
-tabs = {Path(p).parent.name: pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
-        for p in sm.input.get("umaps", [])}
-for t in tabs.values():
-    t[["umap1", "umap2"]] = t[["umap1", "umap2"]].apply(pd.to_numeric, errors="coerce")
+tabs = figures.read_umap_tables(sm.input.umaps, f["umap_methods"]) if "umaps" in sm.input.keys() else {}
 if f["type"] == "feature_umap" and sm.params.task == "impute":  # paper Fig 4f
     layout_method, layout = next(iter(tabs.items()))
     rows, values, missing = marker_maps.measured_vs_inferred_rows(

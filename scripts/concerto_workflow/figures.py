@@ -314,6 +314,35 @@ def umap_table(a, *, n_neighbors: int, seed: int) -> pd.DataFrame:
     return out
 
 
+_UMAP_CORE = ["cell", "umap1", "umap2", "status", "reason", "log"]
+
+
+def umap_tables(outputs: list, *, n_neighbors: int, seed: int) -> pd.DataFrame:
+    """:func:`umap_table` of several method outputs of one fold in one table (column 'method')."""
+    frames = [umap_table(a, n_neighbors=n_neighbors, seed=seed).assign(method=a.uns["method"]) for a in outputs]
+    if not frames:
+        raise ValueError("umap_tables: no method outputs given (no figure draws a UMAP of this fold)")
+    out = pd.concat(frames, ignore_index=True)
+    return out[["method"] + [c for c in out.columns if c != "method"]]
+
+
+def read_umap_tables(path: str, methods: list[str]) -> dict[str, pd.DataFrame]:
+    """{method: its UMAP table}, in the order of ``methods``, from a :func:`umap_tables` file;
+    the obs columns another method's output had but this one's did not are dropped again."""
+    t = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    missing = [m for m in methods if m not in set(t["method"])]
+    if missing:
+        raise KeyError(f"{path} has no UMAP of {missing}; it has {sorted(set(t['method']))}")
+    out = {}
+    for m in methods:
+        one = t[t["method"] == m].drop(columns="method").reset_index(drop=True)
+        extra = [c for c in one.columns if c not in _UMAP_CORE and (one[c] == "").all()]
+        one = one.drop(columns=extra)
+        one[["umap1", "umap2"]] = one[["umap1", "umap2"]].apply(pd.to_numeric, errors="coerce")
+        out[m] = one
+    return out
+
+
 #: umap_table's label of the cells a map / annotate output does not predict (the training cells)
 NOT_PREDICTED = "(training cell)"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .columns import (BATCH, CELL_TYPE, CLUSTER_SETTINGS, CLUSTERS, CONFIDENCE, EMBEDDING, FEATURES, IMPUTED,
-                      MEASURED, PREDICTED, ROLE, TEST, VALID)
+                      MEASURED, OK, PREDICTED, ROLE, TEST, VALID)
 
 log = logging.getLogger(__name__)
 
@@ -291,3 +291,23 @@ def score(a: ad.AnnData, names: list[str], params: dict) -> dict:
     out["peak_memory_mb"] = float(a.uns["peak_memory_mb"])
     out["n_cells"] = float(a.n_obs)
     return out
+
+
+def score_outputs(paths: list[str], task: str, names: list[str], params: dict) -> pd.DataFrame:
+    """Tidy score rows of every method output of an experiment (one process for all of them:
+    scoring takes seconds, starting a job per output took longer than the scoring itself).
+    Outputs that did not run give status rows with the metric names and the reason."""
+    from . import outputs, tables
+    from .methods import REGISTRY
+
+    frames = []
+    for path in paths:
+        a = outputs.read_output(path, task)
+        kind = REGISTRY[a.uns["method"]].kind
+        log.info("scoring %s", path)
+        if a.uns["status"] == OK:
+            frames.append(tables.rows(a.uns, kind, score(a, list(names), dict(params)), log=a.uns["log"]))
+        else:
+            frames.append(tables.rows(a.uns, kind, {}, status=a.uns["status"], reason=a.uns["reason"],
+                                      log=a.uns["log"], metrics=list(names)))
+    return pd.concat(frames, ignore_index=True)

@@ -122,3 +122,21 @@ def test_cluster_figures_draw(tmp_path):
     b, _, _ = _output(with_emb=False)
     b.uns.update(status=OK, reason="", log="l")
     assert figures.umap_table(b, n_neighbors=3, seed=0)["status"].iloc[0] == "no embedding"
+
+
+def test_umap_tables_of_several_methods_round_trip(tmp_path):
+    """One UMAP file per fold: each method reads back its own rows and only its own obs columns."""
+    a, _, _ = _output()
+    a.uns.update(status=OK, reason="", log="la", method="concerto")
+    b, _, _ = _output(with_emb=False)
+    b.uns.update(status=OK, reason="", log="lb", method="random")
+    b.obs = b.obs.drop(columns=[c for c in b.obs.columns if c != "cell_type"])
+    path = tmp_path / "umap.tsv"
+    figures.umap_tables([a, b], n_neighbors=3, seed=0).to_csv(path, sep="\t", index=False)
+    tabs = figures.read_umap_tables(str(path), ["random", "concerto"])
+    assert list(tabs) == ["random", "concerto"]
+    assert len(tabs["concerto"]) == a.n_obs and tabs["concerto"]["umap1"].notna().all()
+    assert "clusters_0.4" in tabs["concerto"] and "clusters_0.4" not in tabs["random"]
+    assert list(tabs["random"]["status"]) == ["no embedding"]
+    with pytest.raises(KeyError, match="no UMAP of \\['pca'\\]"):
+        figures.read_umap_tables(str(path), ["pca"])
