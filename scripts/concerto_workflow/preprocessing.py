@@ -18,7 +18,6 @@ import logging
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scipy.sparse as sp
 
 from .columns import PROTEIN, PROTEIN_NAMES, ROLE, SOURCE_DATASET, TRAIN
@@ -40,6 +39,8 @@ def parse_hvg(level: str | int) -> int | None:
 
 def normalise(a: ad.AnnData, target_sum: float) -> ad.AnnData:
     """Counts -> log1p(counts / total * target_sum), CSR float32."""
+    import scanpy as sc  # here, not at the top: every method job imports this module (is_counts)
+
     a = a.copy()
     sc.pp.normalize_total(a, target_sum=target_sum)
     sc.pp.log1p(a)
@@ -67,6 +68,8 @@ def fit_genes(train_counts: ad.AnnData, train_norm: ad.AnnData, min_cells: int,
                          f"{min_cells} training cells; lower the HVG level or use 'all'")
     if n_top_genes is None or n_top_genes == len(genes):
         return genes
+    import scanpy as sc
+
     sub = train_norm[:, genes].copy()
     hv = sc.pp.highly_variable_genes(sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False)
     return genes[np.asarray(hv["highly_variable"], dtype=bool)]
