@@ -23,6 +23,7 @@ for name, path in zip(names, paths):
         gene_maps.update(pp.gene_maps_for(name, raw, split.get("gene_map", {"source": "none"})))
 out = pp.preprocess_fold(parts, min_genes=prep["min_genes"], min_cells=prep["min_cells"],
                          target_sum=prep["target_sum"], n_top_genes=pp.parse_hvg(prep["n_top_genes"]),
-                         flavor=prep["flavor"], gene_maps=gene_maps, features=prep["features"])
+                         flavor=prep["flavor"], gene_maps=gene_maps, features=prep["features"],
+                         proteins=prep["protein_values"])
 print(out, flush=True)
 out.write_h5ad(sm.output[0])

@@ -16,6 +16,9 @@ from .columns import BATCH, DATASET_COLUMNS, PROTEIN, PROTEIN_NAMES
 from .converters import tech_from_batch
 
 REQUIRED_OBS = ("cell_type", "batch", "tech")
+#: obs['cell_type'] of a file without labels (config label_col ""; e.g. the 10x CITE-seq PBMC files,
+#: used for protein inference only)
+UNLABELLED = "unlabelled"
 #: what a real file's X (or counts_layer) holds (config ``values``)
 VALUE_KINDS = ("counts", "lognorm")
 
@@ -36,7 +39,9 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
 
     ``tech_col`` names the technology column; without it, ``tech_pattern`` is a regex whose
     first group extracts the technology from the batch name (scIB pancreas: ``inDrop3`` ->
-    ``inDrop``). An empty ``batch_col`` means one batch (``'batch1'``) for a file without one.
+    ``inDrop``). An empty ``batch_col`` means one batch (``'batch1'``) for a file without one; an
+    empty ``label_col`` labels every cell :data:`UNLABELLED` (a file without labels, for tasks that
+    need none; the config check refuses it for tasks that do).
     Cells whose label is in ``drop_labels`` (spike-ins, 'Unknown') are removed. ``keep_obs``
     columns are carried along (donor, finer labels, ...); an ``obsm['protein']`` with
     ``uns['protein_names']`` is kept, and so are the ``keep_obsm`` keys (e.g. a user's own
@@ -76,7 +81,8 @@ def convert_real(path: str, *, batch_col: str, label_col: str, tech_col: str = "
         X.data = np.expm1(X.data)
     batch = a.obs[batch_col].astype(str) if batch_col else pd.Series("batch1", index=a.obs_names)
     tech = a.obs[tech_col].astype(str) if tech_col else tech_from_batch(batch, tech_pattern)
-    obs = pd.DataFrame({"cell_type": a.obs[label_col].astype(str).values, "batch": batch.values,
+    labels = a.obs[label_col].astype(str) if label_col else pd.Series(UNLABELLED, index=a.obs_names)
+    obs = pd.DataFrame({"cell_type": labels.values, "batch": batch.values,
                         "tech": tech.values}, index=a.obs_names.astype(str))
     for c in keep_obs:
         obs[c] = pd.Categorical(a.obs[c].astype(str).values)

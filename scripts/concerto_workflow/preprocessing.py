@@ -127,6 +127,48 @@ def select_features(a: ad.AnnData, features: str) -> ad.AnnData:
     return out
 
 
+PROTEIN_VALUES = ("as_is", "log1p")
+
+
+def shared_proteins(parts: list[ad.AnnData]) -> list[str] | None:
+    """Names of the proteins (``obsm['protein']`` columns, named by ``uns['protein_names']``) that
+    every part measures, in the first part's order; None when a part lacks the slot or its names.
+    A reference panel larger than the query's (10x PBMC 5k: 29 proteins, 10k: 14) is cut to the
+    shared ones, so every method infers, and the scoring compares, the same proteins."""
+    names = []
+    for a in parts:
+        n = a.uns.get(PROTEIN_NAMES)
+        if PROTEIN not in a.obsm or n is None or len(n) != a.obsm[PROTEIN].shape[1]:
+            return None
+        names.append([str(x) for x in n])
+    shared = set.intersection(*map(set, names))
+    return [p for p in names[0] if p in shared]
+
+
+def keep_proteins(a: ad.AnnData, proteins: list[str]) -> ad.AnnData:
+    """``a`` with ``obsm['protein']`` cut to (and ordered as) ``proteins``, which it must name."""
+    names = [str(x) for x in a.uns[PROTEIN_NAMES]]
+    a = a.copy()
+    a.obsm[PROTEIN] = np.asarray(a.obsm[PROTEIN], dtype=np.float32)[:, [names.index(p) for p in proteins]]
+    a.uns[PROTEIN_NAMES] = list(proteins)
+    return a
+
+
+def protein_values(values, how: str) -> np.ndarray:
+    """The second modality's values for methods and scoring: ``as_is`` or ``log1p`` (of ADT counts;
+    a per-value transform, nothing fitted across cells). log1p refuses values that are not counts
+    (already normalised ADTs, e.g. CLR, would become NaN or be transformed twice)."""
+    if how not in PROTEIN_VALUES:
+        raise ValueError(f"preprocessing protein_values must be one of {PROTEIN_VALUES}, got {how!r}")
+    values = np.asarray(values, dtype=np.float32)
+    if how == "as_is":
+        return values
+    if not is_counts(values):
+        raise ValueError("preprocessing protein_values: log1p needs ADT counts (non-negative integers); "
+                         f"these values are already normalised (min {values.min():.3g}): use as_is")
+    return np.log1p(values)
+
+
 def one_to_one(table: pd.DataFrame, ref_col: str, query_col: str) -> pd.DataFrame:
     """Pairs whose reference and query genes each occur exactly once (ambiguous ones dropped)."""
     t = table[[ref_col, query_col]].dropna().astype(str).drop_duplicates()
@@ -157,19 +199,33 @@ def _info(**kw) -> dict:
 
 def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes: int, min_cells: int,
                     target_sum: float, n_top_genes: int | None, flavor: str,
-                    gene_maps: dict[str, pd.DataFrame] | None = None, features: str = "rna") -> ad.AnnData:
+                    gene_maps: dict[str, pd.DataFrame] | None = None, features: str = "rna",
+                    proteins: str = "as_is") -> ad.AnnData:
     """One fold's cells on the genes fitted on its training cells.
 
     ``parts``: (dataset name, raw counts AnnData, role per cell of that AnnData indexed by obs
     name), the first being the experiment's own dataset. ``gene_maps[dataset]`` renames a
     second dataset's genes to the first one's. Cells are always filtered on their RNA; ``features``
-    then chooses what X holds (:func:`select_features`). Returns log-normalised CSR X with
+    then chooses what X holds (:func:`select_features`). When every part has named proteins, each
+    keeps the proteins all parts share (:func:`shared_proteins`), transformed as ``proteins`` says
+    (:func:`protein_values`). Returns log-normalised CSR X with
     ``obs['role']`` and ``obs['source_dataset']``; ``uns['preprocessing']`` records what was fitted.
     """
     gene_maps = gene_maps or {}
     normed, counts, reports = [], [], {}
+    panel = shared_proteins([raw for _, raw, _ in parts])
+    if panel is not None and len(parts) > 1:
+        log.info("proteins: the %d all datasets share (%s)", len(panel), ", ".join(panel))
+        if not panel:
+            log.warning("the datasets share no protein: obsm['%s'] dropped", PROTEIN)
     for name, raw, roles in parts:
         a = raw[raw.obs_names.isin(roles.index)].copy()
+        if panel:
+            a = keep_proteins(a, panel)
+        elif panel is not None and PROTEIN in a.obsm:
+            del a.obsm[PROTEIN]
+        if PROTEIN in a.obsm:
+            a.obsm[PROTEIN] = protein_values(a.obsm[PROTEIN], proteins)
         if name in gene_maps:
             a, reports[name] = map_genes(a, gene_maps[name])
         a = filter_cells(a, min_genes)
@@ -192,18 +248,17 @@ def preprocess_fold(parts: list[tuple[str, ad.AnnData, pd.Series]], *, min_genes
     has_protein = all(PROTEIN in a.obsm for a in aligned)
     out = ad.concat(aligned, join="outer", merge="same")
     out.X = sp.csr_matrix(out.X, dtype=np.float32)
-    if has_protein:
-        names = [list(raw.uns.get(PROTEIN_NAMES, [])) for _, raw, _ in parts]
-        if all(n == names[0] for n in names):
-            out.uns[PROTEIN_NAMES] = names[0]
-    elif PROTEIN in out.obsm:
+    if has_protein and panel:
+        out.uns[PROTEIN_NAMES] = panel
+    elif not has_protein and PROTEIN in out.obsm:
         del out.obsm[PROTEIN]
     for c in out.obs.columns:
         if out.obs[c].dtype == object:
             out.obs[c] = pd.Categorical(out.obs[c].astype(str))
     out.uns["preprocessing"] = _info(
         n_top_genes=n_top_genes, n_genes=int(out.n_vars), min_genes=min_genes, min_cells=min_cells,
-        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells", features=features)
+        target_sum=target_sum, flavor=flavor, fitted_on=f"{n_train} training cells", features=features,
+        protein_values=proteins)
     out = select_features(out, features)
     if reports:
         out.uns["gene_map"] = reports

@@ -232,9 +232,19 @@ def _check_experiment(config: dict, name: str, e: dict) -> None:
         raise ConfigError(f"config key '{key}.metrics': asw_label_pairs needs 'metric_params.label_pairs', "
                           "e.g. [[CD4 T, CD8 T], [DC, Mono]]")
     split = config["splits"][e["split"]]
+    unlabelled = [d for d in (e["dataset"], split.get("query_dataset")) if d and _unlabelled(config, d)]
+    if unlabelled and task in ("map", "annotate", "cluster"):
+        raise ConfigError(f"config key '{key}.dataset': task {task!r} needs cell-type labels, but dataset(s) "
+                          f"{unlabelled} have none (their label_col is empty)")
     if task in ("map", "annotate", "impute") and split["kind"] == "all":
         raise ConfigError(f"config key '{key}.split': task {task!r} needs test cells, but split "
                           f"{e['split']!r} is of kind 'all'")
+
+
+def _unlabelled(config: dict, dataset: str) -> bool:
+    """Whether a real dataset of the config is read without labels (label_col empty)."""
+    d = config["datasets"].get(dataset, {})
+    return d.get("source") == "local" and d.get("local", {}).get("label_col", "cell_type") == ""
 
 
 def _check_figure(config: dict, name: str, f: dict) -> None:

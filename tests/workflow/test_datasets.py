@@ -82,6 +82,19 @@ def test_convert_real_lognorm_values_and_a_named_protein_slot(tmp_path):
         datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="l", values="scaled")
 
 
+def test_convert_real_without_labels_marks_every_cell_unlabelled(tmp_path):
+    """The 10x CITE-seq PBMC files have no labels: empty label_col, cells 'unlabelled' (protein inference only)."""
+    a = ad.AnnData(np.ones((2, 2), dtype=np.float32), obs=pd.DataFrame({"n_genes": [2, 2]}, index=["a", "b"]),
+                   var=pd.DataFrame(index=["G1", "G2"]))
+    a.obsm["protein_expression"] = np.array([[3, 0], [1, 5]])
+    a.uns["protein_names"] = ["CD3_TotalSeqB", "CD4_TotalSeqB"]
+    a.write_h5ad(tmp_path / "x.h5ad")
+    out = datasets.convert_real(str(tmp_path / "x.h5ad"), batch_col="", label_col="",
+                                protein_obsm="protein_expression")
+    assert list(out.obs["cell_type"]) == [datasets.UNLABELLED] * 2
+    assert list(out.uns["protein_names"]) == ["CD3_TotalSeqB", "CD4_TotalSeqB"]
+
+
 def _part(genes, batches, cells, labels=None, protein=None, extra=None):
     """A prepared dataset (common schema) with X[i, j] = 100 * i + j, so rows and genes can be traced."""
     n = len(cells)

@@ -180,3 +180,22 @@ def test_second_modality_log1p_only_for_counts():
     clr.obsm["protein"] = np.array([[-1.5, 0.2], [2.0, -0.3]], dtype=np.float32)
     concerto.reference_modalities(clr, "protein")
     np.testing.assert_allclose(clr.obsm["protein"], [[0.0, 0.5], [3.5, 0.0]], rtol=1e-6)
+
+
+def test_held_out_second_modality_gets_the_training_cells_transform():
+    """Multimodal annotation (Fig 2e): the test cells' CLR proteins are shifted by the training
+    cells' minimum (fitted there only), not by their own; values below it become 0."""
+    import anndata as ad
+
+    from concerto_workflow.methods import concerto
+
+    train = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    train.obsm["protein"] = np.array([[-1.5, 0.2], [2.0, -0.3]], dtype=np.float32)
+    test = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    test.obsm["protein"] = np.array([[-2.0, 1.0], [0.5, 0.0]], dtype=np.float32)
+    fitted: dict = {}
+    concerto.reference_modalities(train, "protein", fitted)
+    concerto.reference_modalities(test, "protein", fitted)
+    np.testing.assert_allclose(fitted["shift"], [1.5, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(test.obsm["protein"], [[0.0, 1.3], [2.0, 0.3]], rtol=1e-6)
+

@@ -110,3 +110,34 @@ def test_features_protein_keeps_already_normalised_adts_as_they_are(raw_adata):
     prot = _prep(_fold(a, np.arange(a.n_obs) % 5 == 0), n_top_genes=50, features="protein")
     kept = a.obs_names.get_indexer(prot.obs_names)
     assert np.allclose(prot.X.toarray(), clr[kept]) and not np.isnan(prot.X.toarray()).any()
+
+
+def test_cross_dataset_fold_keeps_the_shared_proteins_in_the_reference_order(raw_adata):
+    """10x PBMC 5k (29 proteins) -> 10k (14): both keep the proteins they share, in one order, so
+    methods infer and the scoring compares the same columns; log1p of the ADT counts on request."""
+    ref, query = raw_adata[:60].copy(), raw_adata[60:].copy()
+    rng = np.random.default_rng(0)
+    ref.obsm["protein"] = rng.poisson(30, size=(ref.n_obs, 4)).astype(np.float32)
+    ref.uns["protein_names"] = ["CD3", "CD4", "CD8", "CD19"]
+    query.obsm["protein"] = rng.poisson(30, size=(query.n_obs, 3)).astype(np.float32)
+    query.uns["protein_names"] = ["CD19", "CD3", "PD-1"]
+    parts = [("ref", ref, pd.Series(TRAIN, index=ref.obs_names)), ("query", query, pd.Series(TEST, index=query.obs_names))]
+    out = _prep(parts, proteins="log1p")
+    assert list(out.uns["protein_names"]) == ["CD3", "CD19"] and out.obsm["protein"].shape == (out.n_obs, 2)
+    is_query = (out.obs["source_dataset"] == "query").to_numpy()
+    cells = [c.split(":", 1)[1] for c in out.obs_names[is_query]]
+    expected = np.log1p(query[cells].obsm["protein"][:, [1, 0]])
+    np.testing.assert_allclose(out.obsm["protein"][is_query], expected, rtol=1e-6)
+    assert out.uns["preprocessing"]["protein_values"] == "log1p"
+    # as_is keeps the counts; panels without a shared protein leave no protein slot
+    assert pp.is_counts(_prep(parts).obsm["protein"])
+    query.uns["protein_names"] = ["A", "B", "C"]
+    assert "protein" not in _prep(parts).obsm
+
+
+def test_protein_values_log1p_refuses_normalised_adts():
+    np.testing.assert_allclose(pp.protein_values([[0, 3]], "log1p"), np.log1p([[0, 3]]), rtol=1e-6)
+    with pytest.raises(ValueError, match="use as_is"):
+        pp.protein_values([[-1.2, 0.4]], "log1p")
+    with pytest.raises(ValueError, match="protein_values must be one of"):
+        pp.protein_values([[1, 2]], "clr")

@@ -28,23 +28,28 @@ def set_threads(threads: int | None) -> None:
         print(f"[concerto] keeping TensorFlow's current thread setting: {e}", flush=True)
 
 
-def reference_modalities(a, second_modality: str = "") -> dict | None:
+def reference_modalities(a, second_modality: str = "", fitted: dict | None = None) -> dict | None:
     """concerto_core's ``modalities`` for a reference: RNA alone, or RNA plus ``obsm[second_modality]``,
     transformed in place on this copy: ADT counts of CITE-seq by log1p, as the RNA is; values that
     are already normalised are kept, except that features with negative entries (e.g. CLR-scaled
     ADTs) are shifted so their minimum over these cells is 0 (Concerto's value encoding takes
     non-negative values, 0 = not detected). Training and the reference side of ``impute`` see
-    the same cells, so they get the same shift."""
+    the same cells, so they get the same shift. ``fitted``: a dict that receives the transform
+    (``{'log1p': bool, 'shift': (F,) array}``), or, when it already holds one (from the training
+    cells), applies that transform instead of fitting it on ``a`` (held-out cells that carry the
+    second modality, e.g. multimodal annotation; values below the training minimum become 0)."""
     if not second_modality:
         return None
     if second_modality not in a.obsm:
-        raise ValueError(f"second_modality={second_modality!r}: the training cells have no obsm "
+        raise ValueError(f"second_modality={second_modality!r}: these cells have no obsm "
                          f"{second_modality!r} (obsm: {list(a.obsm)})")
     values = np.asarray(a.obsm[second_modality], dtype=np.float32)
-    if is_counts(values):
-        values = np.log1p(values)
-    else:
-        values = values - np.minimum(values.min(axis=0, initial=0.0), 0.0)
+    fitted = {} if fitted is None else fitted
+    if "log1p" not in fitted:
+        fitted["log1p"] = is_counts(values)
+        fitted["shift"] = np.zeros(values.shape[1], np.float32) if fitted["log1p"] else \
+            -np.minimum(values.min(axis=0, initial=0.0), 0.0)
+    values = np.log1p(values) if fitted["log1p"] else np.maximum(values + fitted["shift"], 0.0)
     a.obsm[second_modality] = values
     return {"rna": "X", second_modality: f"obsm:{second_modality}:{second_modality}_names"}
 
@@ -86,16 +91,20 @@ def _embed(model, a) -> np.ndarray:
     return emb
 
 
-def model_inputs(model, a):
-    """``a`` as the model reads it: a copy with each non-RNA modality of a multimodal model
-    transformed as in training (:func:`reference_modalities`); ``a`` itself for an RNA model."""
+def model_inputs(model, a, *held) -> list:
+    """``a`` (and the ``held`` cells) as the model reads them: copies with each non-RNA modality of
+    a multimodal model transformed as in training (:func:`reference_modalities`), the transform
+    fitted on ``a`` (the training cells) and applied to ``held``; the inputs themselves for an RNA
+    model."""
     extra = [m for m in model.modalities if m != "rna"]
     if not extra:
-        return a
-    a = a.copy()
+        return [a, *held]
+    out = [x.copy() for x in (a, *held)]
     for m in extra:
-        reference_modalities(a, m)
-    return a
+        fitted: dict = {}
+        for x in out:
+            reference_modalities(x, m, fitted)
+    return out
 
 
 def embed(adata, ctx, *, attention: bool = False):
@@ -103,7 +112,7 @@ def embed(adata, ctx, *, attention: bool = False):
     ``attention=True`` also the teacher's attention weights per cell and modality (paper eq 4;
     ``Concerto.attention``): the input of the attention signatures (Fig 3d)."""
     model = _load(ctx)
-    a = model_inputs(model, adata)
+    a, = model_inputs(model, adata)
     emb = _embed(model, a)
     if not attention:
         return emb
@@ -122,6 +131,9 @@ def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float =
     from concerto_core import fine_tune
 
     model = _load(ctx)
+    # a multimodal model (Fig 2e, RNA + protein) reads the second modality of both sets, transformed
+    # as fitted on the training cells
+    train, test = model_inputs(model, train, test)
     clf = fine_tune(model, train, ctx.label_key, epochs=finetune_epochs, lr=finetune_lr,
                     batch_size=finetune_batch_size, seed=ctx.seed)
     return _classified(clf, train, test)
