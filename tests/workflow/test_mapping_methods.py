@@ -53,7 +53,9 @@ def _check_map(fn, ref, query, **params):
 
 def test_registry_entries():
     assert set(REGISTRY["seurat_v4"].functions) == {"map", "annotate", "impute"}
-    assert set(REGISTRY["symphony"].functions) == {"map"} and set(REGISTRY["scarches"].functions) == {"map"}
+    assert set(REGISTRY["symphony"].functions) == {"map"}
+    assert set(REGISTRY["scarches"].functions) == {"map", "embed"}
+    assert set(REGISTRY["concerto_query_ft"].functions) == {"map"} and REGISTRY["concerto_query_ft"].needs_model
 
 
 def test_symphony_maps_the_query(ref_query):
@@ -137,6 +139,51 @@ def test_scarches_trvae_surgery_maps_the_query(ref_query):
     from concerto_workflow.methods.mapping import scarches_map
 
     _check_map(scarches_map, *ref_query, epochs=40, query_epochs=10)
+
+
+@pytest.mark.slow
+def test_scarches_trvae_integration_embeds_every_cell(ref_query):
+    """trVAE as an integration method (Fig 3e/3g): one model on all cells, batch as condition;
+    the latent means keep the cell types apart (5-NN accuracy of held-out technology's cells)."""
+    _skip_unless_installed("scarches")
+    import anndata as ad
+
+    from concerto_workflow.methods.mapping import scarches_embed
+
+    ref, query = ref_query
+    cells = ad.concat([ref, query], merge="same")
+    # 400 cells give trVAE ~3 steps per epoch: at 30-40 epochs its latent space is still collapsed
+    # (5-NN accuracy 0.5-0.6, PCA 0.98); 100 epochs give 0.73
+    emb = scarches_embed(cells, CTX, epochs=100, latent_dim=10)
+    assert emb.shape == (cells.n_obs, 10) and np.isfinite(emb).all()
+    assert _knn_accuracy(emb[:ref.n_obs], ref, emb[ref.n_obs:], query) > 0.6
+
+
+@pytest.mark.slow
+def test_concerto_query_finetuning_maps_without_touching_the_reference_model(ref_query, tmp_path):
+    """Mapping mode (b) of Fig 4a: the reference model directory is unchanged (same files, same
+    bytes) after the query fine-tuning, the query's labels are never read, and the fine-tuned
+    embedding still maps the query by the 5-NN vote."""
+    import hashlib
+    import anndata as ad
+
+    from concerto_workflow.methods import concerto
+
+    ref, query = ref_query
+    model = tmp_path / "model"
+    concerto.train(ref, str(model), seed=0, threads=1, epochs=2, batch_size=32)
+    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(model.rglob("*")) if p.is_file()}
+    before = digest()
+    ctx = RunContext(seed=0, model_dir=str(model))
+    ref_emb, query_emb = concerto.map_query_finetuned(ref, query, ctx, finetune_epochs=1)
+    assert digest() == before
+    assert ref_emb.shape[0] == ref.n_obs and query_emb.shape == (query.n_obs, ref_emb.shape[1])
+    assert _knn_accuracy(ref_emb, ref, query_emb, query) > 0.6
+    shuffled = query.copy()
+    shuffled.obs["cell_type"] = np.random.default_rng(1).permutation(shuffled.obs["cell_type"].to_numpy())
+    np.testing.assert_allclose(concerto.map_query_finetuned(ref, shuffled, ctx, finetune_epochs=1)[1],
+                               query_emb, atol=1e-5)
+    assert not np.allclose(concerto.map_query(ref, query, ctx)[1], query_emb, atol=1e-3)   # it did train
 
 
 @pytest.mark.slow

@@ -23,6 +23,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
             "impute": concerto.impute},
            python_modules=("tensorflow",), needs_model=True, required=True,
            train_params=concerto.TRAIN_PARAMS),
+    Method("concerto_query_ft", "Concerto with query fine-tuning (paper Fig 4a, mapping mode b): the "
+           "reference model's contrastive training continued on the unlabelled query cells, then "
+           "both embedded", {"map": concerto.map_query_finetuned}, python_modules=("tensorflow",),
+           needs_model=True, train_params=concerto.TRAIN_PARAMS),
     Method("concerto_da", "Concerto with domain adaptation (paper eq 13): fine-tuned on the labelled "
            "training cells with the consistency loss on the unlabelled held-out cells (target domain)",
            {"annotate": concerto.annotate_domain_adapted}, python_modules=("tensorflow",), needs_model=True,
@@ -51,8 +55,9 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            "needs preprocessing features rna+protein", {"annotate": mapping.seurat_v4_wnn_annotate},
            python_modules=("rpy2",), r_packages=("Seurat",)),
     Method("scarches", "scArches trVAE surgery: conditional VAE trained on the reference batches, "
-           "query batches added as new conditions (only their weights trained)",
-           {"map": mapping.scarches_map}, python_modules=("scarches", "torch")),
+           "query batches added as new conditions (only their weights trained); embed = trVAE "
+           "integration of every cell with its batch as condition",
+           {"map": mapping.scarches_map, "embed": mapping.scarches_embed}, python_modules=("scarches", "torch")),
     Method("logreg", "logistic regression on PCA of the training cells", {"annotate": baselines.logreg_annotate},
            python_modules=("sklearn",)),
     # annotation competitors of Fig 2 (methods/annotation.py)

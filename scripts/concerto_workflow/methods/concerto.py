@@ -125,6 +125,24 @@ def map_query(ref, query, ctx):
     return _embed(model, ref), _embed(model, query)
 
 
+def map_query_finetuned(ref, query, ctx, *, finetune_epochs: int = 1, finetune_lr: float = 1e-3,
+                        finetune_batch_size: int = 32):
+    """The paper's second mapping mode (Fig 4a, "query fine-tuning"): a copy of the reference
+    model continues its contrastive training on the query cells, without labels (Adam
+    ``finetune_lr``, ``finetune_epochs``; :meth:`concerto_core.Concerto.finetune_query`), then
+    embeds the reference and the query. The reference model itself is never modified."""
+    import tempfile
+
+    from concerto_core import Concerto
+
+    set_threads(ctx.threads)
+    with tempfile.TemporaryDirectory(prefix="concerto_query_ft_") as tmp:
+        model = Concerto.finetune_query(ctx.model_dir, unlabelled(query, ctx), tmp, epochs=finetune_epochs,
+                                        lr=finetune_lr, batch_size=finetune_batch_size, seed=ctx.seed,
+                                        overwrite=True)
+        return _embed(model, ref), _embed(model, query)
+
+
 def annotate(train, test, ctx, *, finetune_epochs: int = 1, finetune_lr: float = 1e-3,
              finetune_batch_size: int = 32):
     """Fine-tune the pretrained teacher + a softmax head on the training labels (paper eq 12)."""

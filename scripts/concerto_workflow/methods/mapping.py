@@ -210,15 +210,12 @@ def seurat_v4_impute(ref, query, ctx, *, n_features: int = 2000, k_filter: int =
 
 
 # ---------------------------------------------------------------------------------- scArches
-def scarches_map(ref, query, ctx, *, epochs: int = 50, query_epochs: int = 50, latent_dim: int = 10,
-                 hidden_layer_sizes: tuple = (128, 128), alpha_kl: float = 1.0):
-    """scArches trVAE surgery: a conditional VAE (trVAE, MSE reconstruction of the log-normalised
-    values) trained on the reference with its batches as conditions; the query's batches are
-    added as new conditions and only their weights are trained (``load_query_data``)."""
+def _trvae(cells, ctx, *, epochs: int, latent_dim: int, hidden_layer_sizes: tuple, alpha_kl: float):
+    """scArches' TRVAE (MSE reconstruction of the log-normalised values) trained on ``cells``
+    with their batches as conditions; returns (model, the dense AnnData it was trained on)."""
     import anndata as ad
 
-    anndata_read = getattr(ad, "read", None)
-    if anndata_read is None:                  # scArches imports anndata.read, gone from anndata 0.11
+    if getattr(ad, "read", None) is None:     # scArches imports anndata.read, gone from anndata 0.11
         ad.read = ad.read_h5ad
     import torch
     import scarches as sca
@@ -227,17 +224,43 @@ def scarches_map(ref, query, ctx, *, epochs: int = 50, query_epochs: int = 50, l
     np.random.seed(ctx.seed)
     torch.set_num_threads(max(1, int(ctx.threads)))
     key = ctx.batch_key
-    r = ad.AnnData(_dense(ref.X), obs=ref.obs[[key]].astype(str).copy(), var=ref.var[[]].copy())
-    q = ad.AnnData(_dense(query.X), obs=query.obs[[key]].astype(str).copy(), var=query.var[[]].copy())
-    q.obs[key] = "query_" + q.obs[key]       # a query batch name never aliases a reference condition
-    model = sca.models.TRVAE(adata=r, condition_key=key, conditions=sorted(r.obs[key].unique()),
+    a = ad.AnnData(_dense(cells.X), obs=cells.obs[[key]].astype(str).copy(), var=cells.var[[]].copy())
+    model = sca.models.TRVAE(adata=a, condition_key=key, conditions=sorted(a.obs[key].unique()),
                              hidden_layer_sizes=list(hidden_layer_sizes), latent_dim=latent_dim,
                              recon_loss="mse")
     model.train(n_epochs=epochs, alpha_epoch_anneal=max(1, epochs // 2), alpha_kl=alpha_kl, seed=ctx.seed)
+    return model, a
+
+
+def _trvae_latent(model, a, key) -> np.ndarray:
+    # the posterior means (get_latent samples z by default)
+    return np.asarray(model.get_latent(a.X, a.obs[key].to_numpy(), mean=True), dtype=np.float32)
+
+
+def scarches_embed(adata, ctx, *, epochs: int = 50, latent_dim: int = 10, hidden_layer_sizes: tuple = (128, 128),
+                   alpha_kl: float = 1.0):
+    """trVAE integration (paper Fig 3e/3g: scArches' TRVAE as a de novo integration method): one
+    conditional VAE trained on every cell with its batch as the condition; the embedding is the
+    latent posterior mean."""
+    model, a = _trvae(adata, ctx, epochs=epochs, latent_dim=latent_dim, hidden_layer_sizes=hidden_layer_sizes,
+                      alpha_kl=alpha_kl)
+    return _trvae_latent(model, a, ctx.batch_key)
+
+
+def scarches_map(ref, query, ctx, *, epochs: int = 50, query_epochs: int = 50, latent_dim: int = 10,
+                 hidden_layer_sizes: tuple = (128, 128), alpha_kl: float = 1.0):
+    """scArches trVAE surgery: a conditional VAE (trVAE, MSE reconstruction of the log-normalised
+    values) trained on the reference with its batches as conditions; the query's batches are
+    added as new conditions and only their weights are trained (``load_query_data``)."""
+    import anndata as ad
+    import scarches as sca
+
+    key = ctx.batch_key
+    model, r = _trvae(ref, ctx, epochs=epochs, latent_dim=latent_dim, hidden_layer_sizes=hidden_layer_sizes,
+                      alpha_kl=alpha_kl)
+    q = ad.AnnData(_dense(query.X), obs=query.obs[[key]].astype(str).copy(), var=query.var[[]].copy())
+    q.obs[key] = "query_" + q.obs[key]       # a query batch name never aliases a reference condition
     surgery = sca.models.TRVAE.load_query_data(adata=q, reference_model=model)
     surgery.train(n_epochs=query_epochs, alpha_epoch_anneal=max(1, query_epochs // 2), alpha_kl=alpha_kl,
                   seed=ctx.seed)
-    # the posterior means (get_latent samples z by default)
-    ref_emb = surgery.get_latent(r.X, r.obs[key].to_numpy(), mean=True)
-    query_emb = surgery.get_latent(q.X, q.obs[key].to_numpy(), mean=True)
-    return np.asarray(ref_emb, dtype=np.float32), np.asarray(query_emb, dtype=np.float32)
+    return _trvae_latent(surgery, r, key), _trvae_latent(surgery, q, key)
