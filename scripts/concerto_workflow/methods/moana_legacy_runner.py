@@ -35,11 +35,11 @@ def _apply_shims():
       declared pins (pandas < 1, scikit-learn < 1: no Python 3.11 builds) and raises
       VersionConflict: the version is read without that check.
     """
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)   # pandas 1.5 on iteritems
     for name in collections.abc.__all__:
         if not hasattr(collections, name):
             setattr(collections, name, getattr(collections.abc, name))
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)   # pandas 1.5 on iteritems
     import pkg_resources
 
     require = pkg_resources.require
