@@ -11,9 +11,14 @@ TEST_WORKERS ?= 2
 HASH   := $(shell cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.setup-$(HASH)
 R_STAMP := $(VENV)/.r-setup-attempted
+# Moana's own legacy venv (numpy < 2); attempted once per hash of its pins and install script
+WITH_MOANA ?= 1
+MOANA_VENV ?= .venv-moana
+MOANA_HASH := $(shell cat envs/moana-requirements.txt envs/install_moana.sh | sha256sum | cut -c1-16)
+MOANA_STAMP := $(VENV)/.moana-setup-attempted-$(MOANA_HASH)
 
 .PHONY: setup run test test-fast lint dryrun report clean-results
-setup: $(STAMP) $(R_STAMP)
+setup: $(STAMP) $(R_STAMP) $(MOANA_STAMP)
 
 $(STAMP):
 	@if ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
@@ -31,6 +36,12 @@ $(STAMP):
 # once per requirements hash; `rm .venv/.r-setup-attempted` to try again.
 $(R_STAMP): $(STAMP)
 	@if [ "$(WITH_R)" = "1" ]; then bash envs/install_r.sh $(VENV); else echo "WITH_R=0: skipping R"; fi
+	@touch $@
+
+# Moana (competitor `moana`) is optional too: envs/install_moana.sh warns instead of failing
+$(MOANA_STAMP): $(STAMP)
+	@if [ "$(WITH_MOANA)" = "1" ]; then bash envs/install_moana.sh $(MOANA_VENV) $(PYTHON); else echo "WITH_MOANA=0: skipping Moana"; fi
+	@rm -f $(VENV)/.moana-setup-attempted-*
 	@touch $@
 
 run: setup

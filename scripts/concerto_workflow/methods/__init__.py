@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import annotation, baselines, cell_blast, concerto, mapping, precomputed, scdeepcluster, seurat
+from . import annotation, baselines, cell_blast, concerto, mapping, moana, precomputed, scdeepcluster, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -75,8 +75,9 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("cell_blast", "Cell BLAST (cell-blast 0.5.1, PyTorch): DIRECTi ensemble on the training cells, "
            "query hits filtered by empirical p-value, probabilities = share of hits per label",
            {"annotate": cell_blast.annotate}, python_modules=("Cell_BLAST", "torch")),
-    Method("moana", "Moana; no adapter: " + annotation.MOANA_WHY,
-           {"annotate": annotation.no_adapter("moana", annotation.MOANA_WHY)}, python_modules=("moana",)),
+    Method("moana", "Moana (moana 0.1.1, in its own legacy interpreter .venv-moana): kNN-smoothing + PCA + "
+           "linear nu-SVM on the training cells; probabilities = softmax of its one-vs-one votes",
+           {"annotate": moana.annotate}, external_check=moana.missing),
     Method("mars", "MARS; no adapter: " + annotation.MARS_WHY,
            {"annotate": annotation.no_adapter("mars", annotation.MARS_WHY)}, python_modules=("mars", "torch")),
     Method("precomputed", "an embedding computed outside the workflow, read from the dataset's "
@@ -126,10 +127,12 @@ def accepted_params(method: str, task: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def missing_dependencies(method: str) -> tuple[str, ...]:
-    """Python modules / R packages of ``method`` that are not installed (empty = runnable).
+    """Python modules / R packages / external checks of ``method`` that fail (empty = runnable).
     R packages are looked up in a child R process, so the workflow never loads R itself."""
     spec = REGISTRY[method]
     missing = [m for m in spec.python_modules if importlib.util.find_spec(m) is None]
+    if spec.external_check and not missing:
+        missing += spec.external_check()
     if spec.r_packages and not missing:
         r_missing = _missing_r_packages()
         missing += [p for p in r_missing if p in spec.r_packages or p.startswith("R (")]

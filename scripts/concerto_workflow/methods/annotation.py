@@ -9,9 +9,9 @@ class probabilities of the held-out cells; signatures in :mod:`.api`).
 
 Inputs hold log-normalised values (normalised to 10,000 per cell, log1p) on the fold's genes.
 Every function fits on ``train`` only and predicts ``test`` (validation + test cells).
-Competitors without an adapter in this repository (Moana, MARS) are registered
-with :func:`no_adapter`, so the engine reports them ``not_installed`` (or, if their package is
-importable, ``failed`` with the reason) and figures show them as not run.
+Moana runs in its own legacy interpreter (:mod:`.moana`). MARS has no adapter in this
+repository: it is registered with :func:`no_adapter`, so the engine reports it ``not_installed``
+(or, if its package is importable, ``failed`` with the reason) and figures show it as not run.
 """
 from __future__ import annotations
 
@@ -121,7 +121,12 @@ def singler_probabilities(scores: np.ndarray, classes, labels, temperature: floa
     (max probability) reflects how far the best score stands above the others."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")
-    probs = _softmax(np.asarray(scores, dtype=np.float64) / temperature)
+    return label_on_top(_softmax(np.asarray(scores, dtype=np.float64) / temperature), classes, labels)
+
+
+def label_on_top(probs: np.ndarray, classes, labels) -> np.ndarray:
+    """(cells, C) ``probs`` with each row's top entry swapped with the entry of the tool's own
+    final label where the two differ, so the argmax is the tool's label (SingleR, Moana)."""
     index = {c: i for i, c in enumerate(classes)}
     final = np.array([index[str(v)] for v in labels])
     top = probs.argmax(axis=1)
@@ -171,5 +176,4 @@ def no_adapter(tool: str, why: str):
     return annotate
 
 
-MOANA_WHY = "moana installs only in a legacy environment (numpy<2, pandas<2, scikit-learn<1.4)"
 MARS_WHY = "MARS (snap-stanford/mars) is GitHub-only and needs PyTorch; not obtainable offline"

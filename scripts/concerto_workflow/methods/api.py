@@ -59,6 +59,8 @@ class Method:
     kind: str = "method"
     python_modules: tuple[str, ...] = ()
     r_packages: tuple[str, ...] = ()
+    # what neither list can name (e.g. a separate interpreter): () -> list of missing things
+    external_check: Callable[[], list[str]] | None = None
     needs_model: bool = False     # gets ctx.model_dir: the fold's model from rule train_concerto
     required: bool = False        # its failure fails the run instead of becoming a status row
     train_params: tuple[str, ...] = ()   # params consumed by train_concerto, not by the functions
