@@ -9,7 +9,7 @@ class probabilities of the held-out cells; signatures in :mod:`.api`).
 
 Inputs hold log-normalised values (normalised to 10,000 per cell, log1p) on the fold's genes.
 Every function fits on ``train`` only and predicts ``test`` (validation + test cells).
-Competitors without an adapter in this repository (Moana, MARS) are registered
+Competitors without an adapter in this repository (Moana) are registered
 with :func:`no_adapter`, so the engine reports them ``not_installed`` (or, if their package is
 importable, ``failed`` with the reason) and figures show them as not run.
 """
@@ -172,4 +172,3 @@ def no_adapter(tool: str, why: str):
 
 
 MOANA_WHY = "moana installs only in a legacy environment (numpy<2, pandas<2, scikit-learn<1.4)"
-MARS_WHY = "MARS (snap-stanford/mars) is GitHub-only and needs PyTorch; not obtainable offline"

@@ -62,6 +62,9 @@ class Method:
     needs_model: bool = False     # gets ctx.model_dir: the fold's model from rule train_concerto
     required: bool = False        # its failure fails the run instead of becoming a status row
     train_params: tuple[str, ...] = ()   # params consumed by train_concerto, not by the functions
+    #: a check beyond importable modules (e.g. a GitHub checkout named by an environment
+    #: variable): returns why the method cannot run here, or None
+    unavailable: Callable[[], str | None] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
