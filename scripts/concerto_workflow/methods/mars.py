@@ -185,7 +185,7 @@ def annotate(train, test, ctx, *, epochs: int = 30, epochs_pretrain: int = 25, l
           f"{test.n_obs} held-out cells in {k} clusters", flush=True)
 
     genes = [str(g) for g in train.var_names]
-    y = np.array([classes.index(c) for c in labels], dtype=np.int64)
+    y = np.searchsorted(classes, labels).astype(np.int64)      # classes are sorted
     labelled = [ExperimentDataset(x_train[groups == g], [f"c{i}" for i in np.flatnonzero(groups == g)],
                                   genes, g, y[groups == g]) for g in sorted(set(groups))]
     unlabelled = ExperimentDataset(x_test, [f"q{i}" for i in range(test.n_obs)], genes, "held_out")
