@@ -118,14 +118,6 @@ def test_cell_blast_hit_fractions_vote_and_reject():
     assert np.allclose(p[1], 1 / 3) and np.allclose(p[2], 1 / 3)  # too few hits: rejected, uniform
 
 
-def test_competitors_without_adapter_are_reported_not_run(tmp_path, cells_path):
-    assert "mars" in methods.methods_for("annotate")
-    status, a = _run(tmp_path, "mars", cells_path)
-    expected = NOT_INSTALLED if methods.missing_dependencies("mars") else FAILED
-    assert status == expected and a.uns["reason"]
-    assert PREDICTED not in a.obs or a.obs[PREDICTED].isna().all()
-
-
 # ------------------------------------------------------------------------------------------ Moana
 def test_moana_smoke_better_than_chance(tmp_path, cells_path):
     """Moana in its legacy interpreter through the engine's runner: 4 separable types (chance 0.25)."""

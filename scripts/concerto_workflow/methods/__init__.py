@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from . import annotation, baselines, cell_blast, concerto, mapping, moana, precomputed, scdeepcluster, seurat
+from . import annotation, baselines, cell_blast, concerto, mapping, mars, moana, precomputed, scdeepcluster, seurat
 from .api import Method, RunContext  # noqa: F401  (re-exported)
 
 CONCERTO = "concerto"
@@ -77,9 +77,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            {"annotate": cell_blast.annotate}, python_modules=("Cell_BLAST", "torch")),
     Method("moana", "Moana (moana 0.1.1, in its own legacy interpreter .venv-moana): kNN-smoothing + PCA + "
            "linear nu-SVM on the training cells; probabilities = softmax of its one-vs-one votes",
-           {"annotate": moana.annotate}, external_check=moana.missing),
-    Method("mars", "MARS; no adapter: " + annotation.MARS_WHY,
-           {"annotate": annotation.no_adapter("mars", annotation.MARS_WHY)}, python_modules=("mars", "torch")),
+           {"annotate": moana.annotate}, unavailable=moana.unavailable),
+    Method("mars", "MARS (GitHub snap-stanford/mars, imported from $MARS_HOME): meta-learned landmarks "
+           "cluster the unlabelled held-out cells; each cell gets its cluster's MARS naming probabilities",
+           {"annotate": mars.annotate}, python_modules=("torch",), unavailable=mars.unavailable),
     Method("precomputed", "an embedding computed outside the workflow, read from the dataset's "
            "obsm[obsm_key] (bring your own; methods/precomputed.py)",
            {"embed": precomputed.embed, "map": precomputed.map_query}),
@@ -127,12 +128,13 @@ def accepted_params(method: str, task: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def missing_dependencies(method: str) -> tuple[str, ...]:
-    """Python modules / R packages / external checks of ``method`` that fail (empty = runnable).
-    R packages are looked up in a child R process, so the workflow never loads R itself."""
+    """Python modules / R packages of ``method`` that are not installed, and its own
+    ``unavailable`` reason (empty = runnable). R packages are looked up in a child R process, so
+    the workflow never loads R itself."""
     spec = REGISTRY[method]
     missing = [m for m in spec.python_modules if importlib.util.find_spec(m) is None]
-    if spec.external_check and not missing:
-        missing += spec.external_check()
+    why = spec.unavailable() if spec.unavailable else None
+    missing += [why] if why else []
     if spec.r_packages and not missing:
         r_missing = _missing_r_packages()
         missing += [p for p in r_missing if p in spec.r_packages or p.startswith("R (")]

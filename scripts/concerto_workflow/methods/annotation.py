@@ -9,9 +9,8 @@ class probabilities of the held-out cells; signatures in :mod:`.api`).
 
 Inputs hold log-normalised values (normalised to 10,000 per cell, log1p) on the fold's genes.
 Every function fits on ``train`` only and predicts ``test`` (validation + test cells).
-Moana runs in its own legacy interpreter (:mod:`.moana`). MARS has no adapter in this
-repository: it is registered with :func:`no_adapter`, so the engine reports it ``not_installed``
-(or, if its package is importable, ``failed`` with the reason) and figures show it as not run.
+Moana (:mod:`.moana`, its own legacy interpreter), MARS (:mod:`.mars`, a GitHub clone) and Cell
+BLAST (:mod:`.cell_blast`) have their own modules.
 """
 from __future__ import annotations
 
@@ -163,17 +162,3 @@ def singler_annotate(train, test, ctx, *, de_method: str = "classic", temperatur
     scores = np.array(res.rx2("scores"), dtype=np.float64).reshape(test.n_obs, len(classes), order="F")
     labels = [str(v) for v in res.rx2("labels")]
     return singler_probabilities(scores, classes, labels, temperature), classes
-
-
-# ------------------------------------------------------------------ competitors without an adapter
-def no_adapter(tool: str, why: str):
-    """Task function for a competitor this repository has no adapter for: it never predicts;
-    if the tool's package happens to be importable, the run fails with ``why`` as the reason."""
-    def annotate(train, test, ctx):
-        raise NotImplementedError(f"{tool}: no adapter in this repository ({why})")
-
-    annotate.__name__ = f"{tool}_no_adapter"
-    return annotate
-
-
-MARS_WHY = "MARS (snap-stanford/mars) is GitHub-only and needs PyTorch; not obtainable offline"

@@ -59,11 +59,12 @@ class Method:
     kind: str = "method"
     python_modules: tuple[str, ...] = ()
     r_packages: tuple[str, ...] = ()
-    # what neither list can name (e.g. a separate interpreter): () -> list of missing things
-    external_check: Callable[[], list[str]] | None = None
     needs_model: bool = False     # gets ctx.model_dir: the fold's model from rule train_concerto
     required: bool = False        # its failure fails the run instead of becoming a status row
     train_params: tuple[str, ...] = ()   # params consumed by train_concerto, not by the functions
+    #: a check beyond importable modules (a GitHub checkout named by an environment variable,
+    #: a separate legacy interpreter): returns why the method cannot run here, or None
+    unavailable: Callable[[], str | None] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

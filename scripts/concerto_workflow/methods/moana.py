@@ -50,21 +50,21 @@ def _legacy_env(threads: int = 1) -> dict:
     return env
 
 
-def missing() -> list[str]:
-    """[] when the legacy interpreter imports moana (through the runner's shims), else one
-    line saying what is missing and how to install it (the registry's not_installed reason)."""
+def unavailable() -> str | None:
+    """None when the legacy interpreter imports moana (through the runner's shims), else what is
+    missing and how to install it (the registry's not_installed reason)."""
     python = interpreter()
     if not os.path.exists(python):
-        return [f"moana's legacy interpreter {python} ({INSTALL_HINT})"]
+        return f"moana's legacy interpreter {python} ({INSTALL_HINT})"
     try:
         proc = subprocess.run([python, str(RUNNER), "--check"], env=_legacy_env(), capture_output=True,
                               text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return [f"moana's legacy interpreter {python} does not run: {e} ({INSTALL_HINT})"]
+        return f"moana's legacy interpreter {python} does not run: {e} ({INSTALL_HINT})"
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return [f"moana in {python} ({tail[0]}; {INSTALL_HINT})"]
-    return []
+        return f"moana in {python} ({tail[0]}; {INSTALL_HINT})"
+    return None
 
 
 def ovo_scores(decision: np.ndarray, n_classes: int) -> np.ndarray:
