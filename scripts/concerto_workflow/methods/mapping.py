@@ -210,16 +210,25 @@ def seurat_v4_impute(ref, query, ctx, *, n_features: int = 2000, k_filter: int =
 
 
 # ---------------------------------------------------------------------------------- scArches
+def _scarches():
+    """The scarches module; it imports ``anndata.read``, gone from anndata 0.11, so that name is
+    pointed at ``read_h5ad`` first."""
+    import anndata as ad
+
+    if getattr(ad, "read", None) is None:
+        ad.read = ad.read_h5ad
+    import scarches
+
+    return scarches
+
+
 def _trvae(cells, ctx, *, epochs: int, latent_dim: int, hidden_layer_sizes: tuple, alpha_kl: float):
     """scArches' TRVAE (MSE reconstruction of the log-normalised values) trained on ``cells``
     with their batches as conditions; returns (model, the dense AnnData it was trained on)."""
     import anndata as ad
-
-    if getattr(ad, "read", None) is None:     # scArches imports anndata.read, gone from anndata 0.11
-        ad.read = ad.read_h5ad
     import torch
-    import scarches as sca
 
+    sca = _scarches()
     torch.manual_seed(ctx.seed)
     np.random.seed(ctx.seed)
     torch.set_num_threads(max(1, int(ctx.threads)))
@@ -253,8 +262,8 @@ def scarches_map(ref, query, ctx, *, epochs: int = 50, query_epochs: int = 50, l
     values) trained on the reference with its batches as conditions; the query's batches are
     added as new conditions and only their weights are trained (``load_query_data``)."""
     import anndata as ad
-    import scarches as sca
 
+    sca = _scarches()
     key = ctx.batch_key
     model, r = _trvae(ref, ctx, epochs=epochs, latent_dim=latent_dim, hidden_layer_sizes=hidden_layer_sizes,
                       alpha_kl=alpha_kl)
