@@ -36,8 +36,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            "FindClusters (algorithm 1 Louvain / 4 Leiden)",
            {"embed": seurat.seurat_embed, "cluster": seurat.seurat_cluster},
            python_modules=("rpy2", "leidenalg"), r_packages=("Seurat",)),
-    Method("scdeepcluster", "scDeepCluster (Tian et al. 2019; GitHub only, no package release)",
-           {"cluster": scdeepcluster.cluster}, python_modules=(scdeepcluster.MODULE,)),
+    Method("scdeepcluster", "scDeepCluster (Tian et al. 2019; GitHub source only, the clone named by "
+           "SCDEEPCLUSTER_HOME): ZINB autoencoder pretrained once, then DEC clustering for each k of the "
+           "experiment's cluster_settings", {"cluster": scdeepcluster.cluster},
+           python_modules=("torch", "sklearn", "scanpy"), missing_other=scdeepcluster.missing_source),
     Method("symphony", "Symphony (symphonypy): reference = PCA + Harmony of the reference cells; the "
            "query projected on its loadings and corrected towards its Harmony centroids",
            {"map": mapping.symphony_map}, python_modules=("symphonypy", "harmonypy")),
@@ -121,10 +123,13 @@ def accepted_params(method: str, task: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def missing_dependencies(method: str) -> tuple[str, ...]:
-    """Python modules / R packages of ``method`` that are not installed (empty = runnable).
+    """Python modules / R packages / other needs (``missing_other``) of ``method`` that are not
+    installed (empty = runnable).
     R packages are looked up in a child R process, so the workflow never loads R itself."""
     spec = REGISTRY[method]
     missing = [m for m in spec.python_modules if importlib.util.find_spec(m) is None]
+    if spec.missing_other and not missing:
+        missing += spec.missing_other()
     if spec.r_packages and not missing:
         r_missing = _missing_r_packages()
         missing += [p for p in r_missing if p in spec.r_packages or p.startswith("R (")]

@@ -62,6 +62,9 @@ class Method:
     needs_model: bool = False     # gets ctx.model_dir: the fold's model from rule train_concerto
     required: bool = False        # its failure fails the run instead of becoming a status row
     train_params: tuple[str, ...] = ()   # params consumed by train_concerto, not by the functions
+    # what else it needs that no import can find (e.g. a source clone named by an environment
+    # variable): a function returning one line per missing thing, [] when runnable
+    missing_other: Callable[[], list[str]] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
