@@ -93,7 +93,7 @@ rule run_method:
         previous_failure=previous_failure,
         n_comps=lambda wc: experiment(wc)["n_comps"],
         knn_k=lambda wc: experiment(wc)["knn_k"],
-        resolutions=lambda wc: experiment(wc)["resolutions"],
+        resolutions=lambda wc: wc_cfg.cluster_settings(config, wc.experiment, wc.method),
         cluster_algorithm=lambda wc: experiment(wc)["cluster_algorithm"],
         feature_key=lambda wc: experiment(wc)["feature_key"],
         time_budget_s=lambda wc: experiment(wc)["time_budget_s"],

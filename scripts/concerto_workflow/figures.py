@@ -9,6 +9,7 @@ direction is better.
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 
 import matplotlib
 
@@ -214,20 +215,37 @@ def plot_heatmap(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, titl
     _save(fig, out)
 
 
+def setting_positions(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """{method: {setting: x}} for one experiment's cluster rows: x = the resolution; a method with
+    its own settings (config cluster_settings, e.g. scDeepCluster's numbers of clusters) placed
+    by position on the resolutions most methods share, as the paper's Fig 3a pairs them."""
+    own = {m: sorted(set(s), key=float) for m, s in df.groupby("method")["setting"]}
+    if not own:
+        return {}
+    shared = Counter(tuple(s) for s in own.values()).most_common(1)[0][0]
+    return {m: dict(zip(s, map(float, shared))) if len(s) == len(shared) and not set(s) <= set(shared)
+            else {v: float(v) for v in s} for m, s in own.items()}
+
+
 def plot_lines(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) -> None:
     """Cluster metrics against resolution: one row of panels per experiment (e.g. Leiden, Louvain),
-    one column per metric, one line per method (mean +- sd over seeds and folds); controls dashed."""
+    one column per metric, one line per method (mean +- sd over seeds and folds); controls dashed.
+    A method with its own settings is drawn at the resolutions' positions (:func:`setting_positions`)
+    and its legend entry names them."""
     methods = method_order(df)
     kinds = df.drop_duplicates("method").set_index("method")["kind"]
     colors = _palette(methods)
     exps = list(dict.fromkeys(df["experiment"]))
     fig, axes = plt.subplots(len(exps), len(metrics), squeeze=False, sharex=True,
                              figsize=(3.6 * len(metrics), 2.9 * len(exps)))
+    paired = {}
     for i, x in enumerate(exps):
+        pos = setting_positions(df[(df["experiment"] == x) & (df["status"] == OK)])
+        paired.update({m: ", ".join(p) for m, p in pos.items() if any(float(s) != v for s, v in p.items())})
         for ax, metric in zip(axes[i], metrics):
             d = df[(df["experiment"] == x) & (df["metric"] == metric) & (df["status"] == OK)]
             for m in methods:
-                r = d[d["method"] == m].assign(res=lambda t: t["setting"].astype(float))
+                r = d[d["method"] == m].assign(res=lambda t: t["setting"].map(pos.get(m, {})))
                 if r.empty:
                     continue
                 g = r.groupby("res")["value"].agg(["mean", "std"]).reset_index()
@@ -236,18 +254,20 @@ def plot_lines(df: pd.DataFrame, out: str, *, metrics: list[str], title: str) ->
             ax.set_title(x, fontsize=8)
             ax.set_ylabel(axis_label(metric), fontsize=8)
             ax.set_xlabel("resolution", fontsize=8)
-    _line_legend(fig, df, methods, colors, kinds)
+    _line_legend(fig, df, methods, colors, kinds, {m: f" ({p} at the resolutions)" for m, p in paired.items()})
     _title_and_note(fig, title, df, -(-len(methods) // 5))
     _save(fig, out)
 
 
-def _line_legend(fig, df: pd.DataFrame, methods, colors, kinds) -> None:
-    """Legend under a line figure: controls dashed, methods without an ok row marked '(not run)'."""
+def _line_legend(fig, df: pd.DataFrame, methods, colors, kinds, notes=None) -> None:
+    """Legend under a line figure: controls dashed, methods without an ok row marked '(not run)';
+    ``notes`` {method: text} appended to its entry."""
+    notes = notes or {}
     handles = [plt.Line2D([], [], color=colors[m], marker="o", ls="--" if kinds[m] in CONTROL_KINDS else "-")
                for m in methods]
     ran = set(df.loc[df["status"] == OK, "method"])
-    fig.legend(handles, [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") + ("" if m in ran else " (not run)")
-                         for m in methods],
+    fig.legend(handles, [m + (" (control)" if kinds[m] in CONTROL_KINDS else "") + notes.get(m, "")
+                         + ("" if m in ran else " (not run)") for m in methods],
                loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(methods), 5), fontsize=7, frameon=False)
 
 
@@ -362,11 +382,24 @@ def highlight_column(t: pd.DataFrame, spec: str) -> pd.Series:
     return pd.Series(np.where(t[col].astype(str) == value, value, "other"), index=t.index)
 
 
+def first_column(t: pd.DataFrame, spec: str) -> str:
+    """'clusters_0.4|clusters_9' -> the first of these columns ``t`` has (a method with its own cluster
+    settings, e.g. scDeepCluster's k = 9 next to the resolution 0.4 of the others)."""
+    found = [c for c in spec.split("|") if c in t]
+    if not found:
+        raise ValueError(f"umap_grid color_by {spec!r}: no such column in this method's UMAP table; it has "
+                         f"{[c for c in t.columns if c not in _UMAP_CORE]}")
+    return found[0]
+
+
 def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[str], title: str) -> None:
     """One row per method, one column per obs column coloured ('column=value': that value
-    highlighted in red against grey, drawn on top)."""
-    tables = {m: t.assign(**{c: highlight_column(t, c) for c in color_by if "=" in c})
-              if (t["status"] == OK).all() else t for m, t in tables.items()}
+    highlighted in red against grey, drawn on top; 'a|b': column a, or b where a table lacks a)."""
+    chosen = {m: {c: first_column(t, c) for c in color_by if "|" in c} for m, t in tables.items()
+              if (t["status"] == OK).all()}
+    tables = {m: t.assign(**{c: highlight_column(t, c) for c in color_by if "=" in c},
+                          **{c: t[col] for c, col in chosen[m].items()})
+              if m in chosen else t for m, t in tables.items()}
     methods = list(tables)
     fig, axes = plt.subplots(len(methods), len(color_by), figsize=(4 * len(color_by), 3.2 * len(methods)),
                              squeeze=False)
@@ -392,7 +425,7 @@ def plot_umap_grid(tables: dict[str, pd.DataFrame], out: str, *, color_by: list[
                            c=[pals[col][v] for v in t[col].to_numpy()[order]], linewidths=0, rasterized=True)
                 ax.set_xticks([])
                 ax.set_yticks([])
-            ax.set_title(f"{m} — {col.replace('_', ' ')}", fontsize=9)
+            ax.set_title(f"{m} — {chosen.get(m, {}).get(col, col).replace('_', ' ')}", fontsize=9)
     for j, col in enumerate(color_by):
         handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in pals[col].items()]
         axes[-1, j].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2,

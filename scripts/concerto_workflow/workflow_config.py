@@ -70,6 +70,13 @@ def method_params(config: dict, experiment: str, method: str) -> dict:
     return {**config.get("method_params", {}).get(method, {}), **exp.get("params", {}).get(method, {})}
 
 
+def cluster_settings(config: dict, experiment: str, method: str) -> list:
+    """Settings of ``method``'s cluster job: its entry of the experiment's ``cluster_settings``
+    (e.g. scDeepCluster's numbers of clusters), else the experiment's ``resolutions``."""
+    exp = config["experiments"][experiment]
+    return list(exp.get("cluster_settings", {}).get(method, exp["resolutions"]))
+
+
 def experiment_metrics(config: dict, experiment: str) -> list[str]:
     exp = config["experiments"][experiment]
     return list(exp.get("metrics") or metrics_for(exp["task"]))
@@ -224,6 +231,13 @@ def _check_experiment(config: dict, name: str, e: dict) -> None:
     for m in e.get("params", {}):
         if m not in e["methods"]:
             raise ConfigError(f"config key '{key}.params.{m}': {m!r} is not in '{key}.methods'")
+    for m, values in e.get("cluster_settings", {}).items():
+        if task != "cluster" or m not in e["methods"]:
+            raise ConfigError(f"config key '{key}.cluster_settings.{m}': only for methods of a cluster experiment "
+                              f"that lists them (task {task!r}, methods {e['methods']})")
+        if len(values) != len(e["resolutions"]):
+            raise ConfigError(f"config key '{key}.cluster_settings.{m}': {len(values)} settings for the "
+                              f"{len(e['resolutions'])} resolutions; the figures pair them by position")
     for metric in e.get("metrics") or []:
         if metric not in METRICS or task not in METRICS[metric].tasks:
             raise ConfigError(f"config key '{key}.metrics': {metric!r} is not a metric of task {task!r}; "

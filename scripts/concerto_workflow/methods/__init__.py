@@ -40,8 +40,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            "FindClusters (algorithm 1 Louvain / 4 Leiden)",
            {"embed": seurat.seurat_embed, "cluster": seurat.seurat_cluster},
            python_modules=("rpy2", "leidenalg"), r_packages=("Seurat",)),
-    Method("scdeepcluster", "scDeepCluster (Tian et al. 2019; GitHub only, no package release)",
-           {"cluster": scdeepcluster.cluster}, python_modules=(scdeepcluster.MODULE,)),
+    Method("scdeepcluster", "scDeepCluster (Tian et al. 2019; GitHub source only, the clone named by "
+           "SCDEEPCLUSTER_HOME): ZINB autoencoder pretrained once, then DEC clustering for each k of the "
+           "experiment's cluster_settings", {"cluster": scdeepcluster.cluster},
+           python_modules=("torch", "sklearn", "scanpy"), unavailable=scdeepcluster.unavailable),
     Method("symphony", "Symphony (symphonypy): reference = PCA + Harmony of the reference cells; the "
            "query projected on its loadings and corrected towards its Harmony centroids",
            {"map": mapping.symphony_map}, python_modules=("symphonypy", "harmonypy")),
