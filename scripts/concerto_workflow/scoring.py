@@ -4,12 +4,15 @@ number, or {setting: number} for sweeps (clustering resolutions, imputed feature
 Label metrics are computed on the ``test`` cells only; rejection metrics compare the
 confidence of ``valid`` cells (known types) with ``test`` cells (unseen types, label-mask
 splits). Embedding metrics use each method's own space (``obsm['X_emb']``), as the paper:
-kBET acceptance (pegasus ``calc_kBET``, K=15), ASW of batch and cell-type labels (sklearn).
+kBET acceptance (pegasus ``calc_kBET``, K=15), ASW of batch and cell-type labels (sklearn);
+beside them scib-metrics' per-cell-type kBET and scaled ASWs (Luecken et al. 2022), because a
+global kBET also rewards an embedding that has lost the cell types (a random one).
 Adding a metric: write ``fn(a, params) -> float | dict`` and one :class:`Metric` entry.
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -88,6 +91,62 @@ def asw_focus_celltype(a, p):
     if not focus.any() or len(np.unique(y)) < 2:
         return float("nan")
     return float(np.mean(silhouette_samples(np.asarray(a.obsm[EMBEDDING])[idx], y)[focus]))
+
+
+def _scib_metrics():
+    """scib-metrics, imported on first use (JAX is slow to import). JAX runs on the CPU with one
+    thread, like the score job it runs in; scib-metrics' per-label INFO lines are switched off."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    import scib_metrics
+
+    scib_metrics.settings.verbosity = logging.WARNING
+    return scib_metrics
+
+
+def _mixed_labels(labels: np.ndarray, batches: np.ndarray) -> bool:
+    """Whether some label has cells of two batches (else a per-label batch metric is undefined)."""
+    return bool((pd.DataFrame({"l": labels, "b": batches}).groupby("l")["b"].nunique() > 1).any())
+
+
+def kbet_per_label(a: ad.AnnData, p: dict) -> float:
+    """scib-metrics ``kbet_per_label``: kBET acceptance within each cell type, averaged over types,
+    on the embedding's euclidean k-NN graph (``kbet_label_neighbors``, scib's 50, by scib's
+    pynndescent). A type whose cells fall apart into small graph pieces scores 0, so unlike the
+    global kBET this does not reward an embedding that scatters the types. NaN when no type has
+    cells of two batches."""
+    scib = _scib_metrics()
+    batches, labels = a.obs[BATCH].astype(str).to_numpy(), a.obs[CELL_TYPE].astype(str).to_numpy()
+    if not _mixed_labels(labels, batches):
+        return float("nan")
+    x = np.asarray(a.obsm[EMBEDDING], dtype=np.float32)
+    graph = scib.nearest_neighbors.pynndescent(x, n_neighbors=min(p.get("kbet_label_neighbors", 50), a.n_obs - 1),
+                                               random_state=p.get("seed", 0), n_jobs=1)
+    return float(scib.kbet_per_label(graph, batches, labels, alpha=p.get("kbet_alpha", 0.05)))
+
+
+def _scib_asw_inputs(a: ad.AnnData, p: dict):
+    idx = _subsample(a.n_obs, p.get("asw_max_cells"), p.get("seed", 0))
+    return (np.asarray(a.obsm[EMBEDDING], dtype=np.float32)[idx], a.obs[CELL_TYPE].astype(str).to_numpy()[idx],
+            a.obs[BATCH].astype(str).to_numpy()[idx])
+
+
+def asw_celltype_scaled(a, p):
+    """scib-metrics ``silhouette_label``: cell-type silhouette rescaled to [0, 1], (ASW + 1) / 2."""
+    x, labels, _ = _scib_asw_inputs(a, p)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(_scib_metrics().silhouette_label(x, labels, rescale=True))
+
+
+def asw_batch_scaled(a, p):
+    """scib-metrics ``silhouette_batch``: within each cell type, 1 - |silhouette of the batches|,
+    averaged over types; 1 = batches mixed within every type. Types seen in one batch only are
+    left out; NaN when every type is."""
+    x, labels, batches = _scib_asw_inputs(a, p)
+    if not _mixed_labels(labels, batches):
+        return float("nan")
+    return float(_scib_metrics().silhouette_batch(x, labels, batches, rescale=True))
 
 
 def asw_label_pairs(a, p):
@@ -237,6 +296,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("kbet_accept_rate", ("embed", "map"), True, "kBET acceptance rate (batch mixing)", kbet_accept_rate),
     Metric("asw_batch", ("embed", "map"), False, "silhouette of batch labels (lower = mixed)", asw_batch),
     Metric("asw_celltype", ("embed", "map"), True, "silhouette of cell-type labels", asw_celltype),
+    Metric("kbet_per_label", ("embed", "map"), True,
+           "kBET acceptance within each cell type, averaged over types (scib-metrics)", kbet_per_label),
+    Metric("asw_batch_scaled", ("embed", "map"), True,
+           "1 - |batch silhouette| within each cell type (scib-metrics; 1 = mixed)", asw_batch_scaled),
+    Metric("asw_celltype_scaled", ("embed", "map"), True,
+           "cell-type silhouette scaled to [0, 1] (scib-metrics)", asw_celltype_scaled),
     Metric("asw_focus_celltype", ("embed", "map"), True,
            "cell-type silhouette of the cells of metric_params.focus_label (beta cells)", asw_focus_celltype),
     Metric("asw_label_pairs", ("embed", "map"), True,

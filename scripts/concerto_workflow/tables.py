@@ -54,7 +54,8 @@ def check(df: pd.DataFrame) -> None:
 #: metrics that may be undefined on a fold (e.g. silhouette with one label): NaN allowed
 NAN_ALLOWED = ("asw_batch", "asw_celltype", "rejected_at_valid95", "auroc_unseen", "pearson",
                "pearson_median", "median_f1", "silhouette_clusters",
-               "asw_focus_celltype", "accuracy_known_types", "asw_label_pairs")
+               "asw_focus_celltype", "accuracy_known_types", "asw_label_pairs", "kbet_per_label",
+               "asw_batch_scaled", "asw_celltype_scaled")
 
 
 def write(df: pd.DataFrame, path: str) -> None:

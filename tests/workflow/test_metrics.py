@@ -95,3 +95,43 @@ def test_accuracy_known_types_leaves_out_labels_unseen_in_training():
     assert scoring.accuracy(a, {}) == pytest.approx(0.25)
     only_unseen = _labels(["x", "z"], [None, "x"], [TRAIN, TEST])
     assert np.isnan(scoring.accuracy_known_types(only_unseen, {}))
+
+
+def _integration_case(kind: str, seed=0):
+    """3 cell types x 2 batches, 120 cells per type with a different batch mix per type (90/30,
+    60/60, 30/90: what a global kBET wrongly counts as unmixed). kind: 'integrated' (types apart,
+    batches mixed within each type), 'split' (each type split by batch), 'random' (no structure)."""
+    rng = np.random.default_rng(seed)
+    ctype = np.repeat(["x", "y", "z"], 120)
+    batch = np.concatenate([np.repeat(["a", "b"], [n, 120 - n]) for n in (90, 60, 30)])
+    e = rng.normal(size=(360, 8))
+    if kind != "random":
+        e[:, 0] += (ctype == "y") * 10 + (ctype == "z") * 20
+    if kind == "split":
+        e[:, 1] += (batch == "b") * 10
+    a = ad.AnnData(obs=pd.DataFrame({"batch": batch, "cell_type": ctype}, index=[f"c{i}" for i in range(360)]))
+    a.obsm["X_emb"] = e.astype(np.float32)
+    return a
+
+
+def test_scib_metrics_per_label_kbet_and_scaled_asw():
+    """scib-metrics' per-type kBET and scaled ASWs: known orderings on hand-made embeddings, and a
+    random embedding, best on the global kBET, is not best once kBET is per type beside the
+    cell-type ASW (issue 14). One test: scib's pynndescent compiles once per process (~25 s CPU)."""
+    pytest.importorskip("scib_metrics", reason="scib-metrics is not installed")
+    p = {"seed": 0, "kbet_alpha": 0.05}
+    cases = {k: _integration_case(k) for k in ("integrated", "split", "random")}
+    kbet = {k: scoring.kbet_per_label(a, p) for k, a in cases.items()}
+    asw_b = {k: scoring.asw_batch_scaled(a, p) for k, a in cases.items()}
+    asw_c = {k: scoring.asw_celltype_scaled(a, p) for k, a in cases.items()}
+    assert kbet["integrated"] > 0.7 and kbet["split"] < 0.1
+    assert all(0 <= v <= 1 for v in [*asw_b.values(), *asw_c.values()])
+    assert asw_b["integrated"] > 0.9 > 0.5 > asw_b["split"]
+    assert asw_c["integrated"] > 0.8 and abs(asw_c["random"] - 0.5) < 0.05   # random: silhouette ~0
+    glob = {k: scoring.kbet_accept_rate(cases[k], {"seed": 0}) for k in ("integrated", "random")}
+    assert glob["random"] > glob["integrated"]                      # the global kBET prefers random
+    combo = {k: kbet[k] + asw_c[k] for k in ("integrated", "random")}
+    assert combo["integrated"] > combo["random"]
+    # undefined without a type seen in two batches
+    one_batch = cases["integrated"][cases["integrated"].obs["batch"] == "a"].copy()
+    assert np.isnan(scoring.kbet_per_label(one_batch, p)) and np.isnan(scoring.asw_batch_scaled(one_batch, p))
