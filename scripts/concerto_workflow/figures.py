@@ -120,6 +120,15 @@ def gain_over(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return out
 
 
+def panel_columns(n_panels: int, panel_width: float, max_width: float = 20.0) -> int:
+    """Panels per row so that a figure stays readable (at most ``max_width`` inches wide); metrics
+    listed in pairs (e.g. pegasus kBET beside scib's per-type kBET) keep their pairs on a row."""
+    fit = max(1, int(max_width // panel_width))
+    if fit >= n_panels:
+        return n_panels
+    return fit - fit % 2 if fit > 1 and n_panels % 2 == 0 else fit
+
+
 def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: str) -> None:
     """One panel per metric (and setting, see :func:`bar_panels`); bars per method grouped by
     ``x``; mean +- sd over seeds and folds."""
@@ -129,9 +138,13 @@ def plot_bars(df: pd.DataFrame, out: str, *, metrics: list[str], x: str, title: 
     colors = _palette(methods)
     width = 0.8 / max(1, len(methods))
     panels = bar_panels(df, metrics, x)
-    fig, axes = plt.subplots(1, len(panels), squeeze=False,
-                             figsize=(max(3.2, 0.35 * len(groups) * len(methods) + 1.2) * len(panels), 3.8))
-    for ax, (metric, setting) in zip(axes[0], panels):
+    panel_width = max(3.2, 0.35 * len(groups) * len(methods) + 1.2)
+    ncols = panel_columns(len(panels), panel_width)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(panel_width * ncols, 3.8 * nrows))
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (metric, setting) in zip(axes.flat, panels):
         d = df[df["metric"] == metric]
         if setting is not None:  # that setting's values; rows of methods that did not run stay
             d = d[(d["setting"].astype(str) == setting) | (d["status"] != OK)]

@@ -171,3 +171,16 @@ def test_palette_gives_distinct_colours_beyond_twenty_categories():
     for n in (5, 15, 24, 60):
         colours = _palette([f"type{i}" for i in range(n)]).values()
         assert len(set(colours)) == n, n
+
+
+def test_bar_panels_wrap_into_rows_keeping_metric_pairs():
+    """Six 8.5-inch panels (Fig 3g: pegasus / scib pairs) wrap to 2 per row instead of a 51-inch
+    row; few or narrow panels stay on one row."""
+    from concerto_workflow.figures import panel_columns
+
+    assert panel_columns(6, 8.5) == 2
+    assert panel_columns(3, 4.0) == 3
+    assert panel_columns(6, 3.2) == 6          # 6 x 3.2 = 19.2 inches fits
+    assert panel_columns(8, 4.5) == 4          # 4 fit: pairs intact
+    assert panel_columns(6, 6.0) == 2          # 3 fit, but 3 would split pairs
+    assert panel_columns(5, 25.0) == 1
