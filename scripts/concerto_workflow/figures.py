@@ -232,7 +232,9 @@ def setting_positions(df: pd.DataFrame) -> dict[str, dict[str, float]]:
     """{method: {setting: x}} for one experiment's cluster rows: x = the resolution; a method with
     its own settings (config cluster_settings, e.g. scDeepCluster's numbers of clusters) placed
     by position on the resolutions most methods share, as the paper's Fig 3a pairs them."""
-    own = {m: sorted(set(s), key=float) for m, s in df.groupby("method")["setting"]}
+    setting = df["setting"].astype(str).str.strip()
+    with_setting = df[df["setting"].notna() & ~setting.isin(["", "nan"])]   # not runtime / memory rows
+    own = {m: sorted(set(s.astype(str)), key=float) for m, s in with_setting.groupby("method")["setting"]}
     if not own:
         return {}
     shared = Counter(tuple(s) for s in own.values()).most_common(1)[0][0]

@@ -63,6 +63,8 @@ def test_settings_must_be_numbers_of_clusters():
 def test_own_settings_are_drawn_at_the_resolutions_and_umap_columns_fall_back():
     rows = pd.DataFrame({"method": ["pca"] * 3 + ["scdeepcluster"] * 3 + ["random"] * 3,
                          "setting": ["0.1", "0.2", "0.4", "9", "7", "8", "0.1", "0.2", "0.4"]})
+    # a score table's runtime / memory rows have no setting ('' as read by the figure jobs, or NaN)
+    rows = pd.concat([rows, pd.DataFrame({"method": ["pca", "scdeepcluster"], "setting": ["", np.nan]})])
     pos = figures.setting_positions(rows)
     assert pos["pca"] == {"0.1": 0.1, "0.2": 0.2, "0.4": 0.4}
     assert pos["scdeepcluster"] == {"7": 0.1, "8": 0.2, "9": 0.4}
