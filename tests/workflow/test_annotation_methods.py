@@ -223,3 +223,15 @@ def test_domain_adaptation_never_sees_target_labels(raw_adata, monkeypatch):
     assert seen["target_obsm"] == [] == seen["predict_obsm"]
     assert seen["target_n"] == test.n_obs and seen["train_n"] == train.n_obs and seen["lam"] == 0.5
     assert probs.shape == (test.n_obs, 2) and "cell_type" in test.obs  # the caller's copy is untouched
+
+
+def test_moana_legacy_environment_drops_library_paths(monkeypatch):
+    """Once rpy2 has loaded R in a process it puts the system library directory on
+    LD_LIBRARY_PATH; handed on, the legacy interpreter loaded the system's libpython3.11 and
+    failed ("undefined symbol: _PyModule_Add"), so Moana looked not installed in CI."""
+    from concerto_workflow.methods import moana
+
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/lib/R/lib:/usr/lib/x86_64-linux-gnu")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    env = moana._legacy_env(threads=2)
+    assert "LD_LIBRARY_PATH" not in env and "PYTHONPATH" not in env and env["OMP_NUM_THREADS"] == "2"

@@ -44,8 +44,10 @@ def interpreter() -> str:
 
 def _legacy_env(threads: int = 1) -> dict:
     """The environment of the legacy interpreter: no PYTHONPATH (the project's numpy 2 must not
-    shadow its numpy < 2) and the fold's thread count."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    shadow its numpy < 2), no LD_LIBRARY_PATH (rpy2 puts the system library directory first once R
+    is loaded in this process, and the interpreter then loads the system's libpython3.11 instead of
+    its own: "undefined symbol: _PyModule_Add") and the fold's thread count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH")}
     env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
