@@ -18,10 +18,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..columns import BATCH
+from .shared import dense, scaled_counts
 
 
 def _dense(X) -> np.ndarray:
-    return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float64, copy=False)
+    return dense(X, np.float64)
 
 
 def _labels(train, ctx) -> np.ndarray:
@@ -90,8 +91,8 @@ def scibet_annotate(train, test, ctx, *, n_genes: int = 1000):
     Probabilities = the posterior under a uniform prior (softmax of the log-likelihoods); on
     expression normalised to 10,000 per cell it is nearly one-hot, so its confidence hardly
     separates unseen types (the R package instead scores confidence against a null dataset)."""
-    genes, log_p, classes = scibet_fit(np.expm1(_dense(train.X)), _labels(train, ctx), n_genes)
-    return _softmax(scibet_log_likelihood(np.expm1(_dense(test.X)), genes, log_p)), classes
+    genes, log_p, classes = scibet_fit(scaled_counts(train.X), _labels(train, ctx), n_genes)
+    return _softmax(scibet_log_likelihood(scaled_counts(test.X), genes, log_p)), classes
 
 
 # ------------------------------------------------------------------------------------- Concerto-E2E

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
-
-def _dense(X) -> np.ndarray:
-    return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32, copy=False)
+from .shared import dense
 
 
 def _pca(X, n_comps: int, seed: int):
@@ -20,14 +17,14 @@ def _pca(X, n_comps: int, seed: int):
 
 
 def pca_embed(adata, ctx):
-    X = _dense(adata.X)
+    X = dense(adata.X)
     return _pca(X, ctx.n_comps, ctx.seed).transform(X)
 
 
 def pca_map(ref, query, ctx):
     """PCA fitted on the reference only; the query is projected."""
-    pca = _pca(_dense(ref.X), ctx.n_comps, ctx.seed)
-    return pca.transform(_dense(ref.X)), pca.transform(_dense(query.X))
+    pca = _pca(dense(ref.X), ctx.n_comps, ctx.seed)
+    return pca.transform(dense(ref.X)), pca.transform(dense(query.X))
 
 
 def harmony_embed(adata, ctx, *, max_iter_harmony: int = 10):
@@ -45,11 +42,11 @@ def logreg_annotate(train, test, ctx, *, C: float = 1.0, max_iter: int = 1000):
     """Logistic regression on PCA (fitted on the training cells): the paper-style linear bound."""
     from sklearn.linear_model import LogisticRegression
 
-    pca = _pca(_dense(train.X), ctx.n_comps, ctx.seed)
+    pca = _pca(dense(train.X), ctx.n_comps, ctx.seed)
     y = train.obs[ctx.label_key].astype(str).to_numpy()
     clf = LogisticRegression(C=C, max_iter=max_iter, random_state=ctx.seed)
-    clf.fit(pca.transform(_dense(train.X)), y)
-    return clf.predict_proba(pca.transform(_dense(test.X))), list(clf.classes_)
+    clf.fit(pca.transform(dense(train.X)), y)
+    return clf.predict_proba(pca.transform(dense(test.X))), list(clf.classes_)
 
 
 # ---------------------------------------------------------------------------- controls

@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from ..columns import BATCH
-from .annotation import _dense
+from .shared import scaled_counts
 
 
 def hit_fractions(hit_labels, classes, min_hits: int = 2) -> np.ndarray:
@@ -63,7 +63,7 @@ def annotate(train, test, ctx, *, n_models: int = 4, latent_dim: int = 10, cat_d
 
     def counts_like(a):
         obs = a.obs[[c for c in (ctx.label_key, BATCH) if c in a.obs]].astype(str)
-        return ad.AnnData(np.expm1(_dense(a.X)).astype(np.float32), obs=obs, var=a.var[[]].copy())
+        return ad.AnnData(scaled_counts(a.X).astype(np.float32), obs=obs, var=a.var[[]].copy())
 
     ref, query = counts_like(train), counts_like(test)
     # DIRECTi drops the last incomplete mini-batch: keep at least one full batch of its 90% split

@@ -13,10 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .seurat import put_sparse_matrix, r_library
-
-
-def _dense(X) -> np.ndarray:
-    return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32, copy=False)
+from .shared import dense
 
 
 # ------------------------------------------------------------------------------------ Symphony
@@ -28,7 +25,7 @@ def symphony_reference(ref, ctx, *, max_iter_harmony: int = 10):
     import scanpy as sc
     import symphonypy as sp_
 
-    r = ad.AnnData(_dense(ref.X), obs=ref.obs[[ctx.batch_key]].copy(), var=ref.var[[]].copy())
+    r = ad.AnnData(dense(ref.X), obs=ref.obs[[ctx.batch_key]].copy(), var=ref.var[[]].copy())
     sc.pp.scale(r, max_value=10)            # stores var['mean'], var['std'] (Symphony needs them)
     n = int(max(2, min(ctx.n_comps, r.n_obs - 1, r.n_vars - 1)))
     sc.pp.pca(r, n_comps=n, random_state=ctx.seed, zero_center=True)
@@ -45,7 +42,7 @@ def symphony_map(ref, query, ctx, *, max_iter_harmony: int = 10):
     import symphonypy as sp_
 
     r = symphony_reference(ref, ctx, max_iter_harmony=max_iter_harmony)
-    q = ad.AnnData(_dense(query.X), obs=query.obs[[ctx.batch_key]].copy(), var=query.var[[]].copy())
+    q = ad.AnnData(dense(query.X), obs=query.obs[[ctx.batch_key]].copy(), var=query.var[[]].copy())
     q.uns["log1p"] = {"base": None}          # the engine's inputs are log-normalised
     sp_.tl.map_embedding(q, r, key=ctx.batch_key, use_genes_column=None)
     # a one-batch reference has no Harmony step: its space is the PCA (symphonypy still writes
@@ -233,7 +230,7 @@ def _trvae(cells, ctx, *, epochs: int, latent_dim: int, hidden_layer_sizes: tupl
     np.random.seed(ctx.seed)
     torch.set_num_threads(max(1, int(ctx.threads)))
     key = ctx.batch_key
-    a = ad.AnnData(_dense(cells.X), obs=cells.obs[[key]].astype(str).copy(), var=cells.var[[]].copy())
+    a = ad.AnnData(dense(cells.X), obs=cells.obs[[key]].astype(str).copy(), var=cells.var[[]].copy())
     model = sca.models.TRVAE(adata=a, condition_key=key, conditions=sorted(a.obs[key].unique()),
                              hidden_layer_sizes=list(hidden_layer_sizes), latent_dim=latent_dim,
                              recon_loss="mse")
@@ -267,7 +264,7 @@ def scarches_map(ref, query, ctx, *, epochs: int = 50, query_epochs: int = 50, l
     key = ctx.batch_key
     model, r = _trvae(ref, ctx, epochs=epochs, latent_dim=latent_dim, hidden_layer_sizes=hidden_layer_sizes,
                       alpha_kl=alpha_kl)
-    q = ad.AnnData(_dense(query.X), obs=query.obs[[key]].astype(str).copy(), var=query.var[[]].copy())
+    q = ad.AnnData(dense(query.X), obs=query.obs[[key]].astype(str).copy(), var=query.var[[]].copy())
     q.obs[key] = "query_" + q.obs[key]       # a query batch name never aliases a reference condition
     surgery = sca.models.TRVAE.load_query_data(adata=q, reference_model=model)
     surgery.train(n_epochs=query_epochs, alpha_epoch_anneal=max(1, query_epochs // 2), alpha_kl=alpha_kl,

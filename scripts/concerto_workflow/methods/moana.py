@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotation import _dense, _labels, _softmax, label_on_top
+from .annotation import _labels, _softmax, label_on_top
+from .shared import scaled_counts
 
 ENV_VAR = "MOANA_PYTHON"
 RUNNER = Path(__file__).with_name("moana_legacy_runner.py")
@@ -102,7 +103,7 @@ def annotate(train, test, ctx, *, k: int = 1, d: int = 20, nu: float = 0.02,
         raise RuntimeError(f"moana's legacy interpreter {python} is missing ({INSTALL_HINT})")
     with tempfile.TemporaryDirectory(prefix="moana_") as scratch:
         fold, result = os.path.join(scratch, "fold.npz"), os.path.join(scratch, "result.npz")
-        np.savez(fold, train_x=np.expm1(_dense(train.X)), test_x=np.expm1(_dense(test.X)),
+        np.savez(fold, train_x=scaled_counts(train.X), test_x=scaled_counts(test.X),
                  genes=np.asarray(train.var_names, dtype=str), labels=_labels(train, ctx).astype(str))
         proc = subprocess.run([python, str(RUNNER), fold, result, json.dumps(params)], env=_legacy_env(ctx.threads),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

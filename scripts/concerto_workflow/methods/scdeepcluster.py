@@ -97,9 +97,9 @@ def model_inputs(adata, normalize) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``adata`` (log-normalised X), prepared by the tool's ``normalize`` from expm1(X)."""
     import anndata as ad
 
-    from .annotation import _dense
+    from .shared import scaled_counts
 
-    counts = np.expm1(_dense(adata.X))
+    counts = scaled_counts(adata.X)
     empty = int((counts.sum(axis=1) <= 0).sum())
     if empty:
         raise ValueError(f"{empty} cells have no counts on the fold's {adata.n_vars} genes; scDeepCluster's "

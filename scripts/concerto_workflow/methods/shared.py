@@ -4,6 +4,19 @@ Louvain clustering of an embedding. All come from ``concerto_core`` or scanpy, n
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+
+
+def dense(X, dtype=np.float32) -> np.ndarray:
+    """A fold's X (CSR) as a dense array of ``dtype``, for tools that take no sparse input."""
+    return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(dtype, copy=False)
+
+
+def scaled_counts(X) -> np.ndarray:
+    """``expm1`` of the fold's log-normalised values: counts scaled to 10,000 per cell (not
+    integers), for the competitors that model transcript counts (SciBet, Cell BLAST, Moana,
+    scDeepCluster)."""
+    return np.expm1(dense(X, np.float64))
 
 
 def vote(ref_emb, ref_labels, query_emb, k: int):
